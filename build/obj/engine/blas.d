@@ -1,0 +1,3 @@
+build/obj/engine/blas.o: engine/blas.cpp engine/blas.h engine/check.h
+engine/blas.h:
+engine/check.h:

@@ -1,0 +1,1 @@
+build/obj/tests/main.o: tests/main.cpp

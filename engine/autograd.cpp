@@ -1,0 +1,110 @@
+// engine/autograd.cpp — recording nodes, and running them backwards.
+#include "autograd.h"
+#include <unordered_map>
+#include "check.h"
+
+static thread_local bool g_grad_enabled = true;
+bool GradMode::enabled() { return g_grad_enabled; }
+void GradMode::set(bool on) { g_grad_enabled = on; }
+
+bool needs_grad(const Tensor& t) { return GradMode::enabled() && t.defined() && t.requires_grad(); }
+
+bool record(Tensor& y, const char* name, std::initializer_list<Tensor> inputs, BackwardFn fn) {
+    bool any = false;
+    for (const Tensor& x : inputs) any = any || needs_grad(x);
+    if (!any) return false;   // no trainable input upstream: no node (Note [Frozen tensors ...] 2)
+    auto node = std::make_shared<Node>();
+    node->name = name;
+    node->out_shape = y.shape();
+    for (const Tensor& x : inputs) {
+        Edge e;
+        if (needs_grad(x)) {
+            if (x.grad_fn()) e.node = x.grad_fn();
+            else e.leaf = x.impl_ptr();
+        }
+        node->next.push_back(std::move(e));
+    }
+    node->fn = std::move(fn);
+    y.impl().requires_grad = true;
+    y.impl().grad_fn = std::move(node);
+    return true;
+}
+
+// ---- saved tensors
+Saved::Saved(const Tensor& t) : t_(t.defined() ? t.detach() : Tensor()) {
+    if (t_.defined()) t_.storage().add_saved_ref();
+}
+Saved& Saved::operator=(const Saved& o) {
+    if (this == &o) return *this;
+    if (t_.defined()) t_.storage().drop_saved_ref();
+    t_ = o.t_;
+    if (t_.defined()) t_.storage().add_saved_ref();
+    return *this;
+}
+Saved::~Saved() {
+    if (t_.defined()) t_.storage().drop_saved_ref();
+}
+
+// ---- gradient buffers handed to closures
+bool Grads::needs(int i) const { return i < int(node_.next.size()) && node_.next[i].active(); }
+
+GradBuf Grads::buf(int i) {
+    ENGINE_CHECK(needs(i), ValueError, "{}: backward asked for the gradient of input {}, which needs none",
+                 node_.name, i);
+    Edge& e = node_.next[i];
+    std::shared_ptr<Storage>& slot = e.node ? e.node->dy : e.leaf->grad;
+    const Shape& s = e.node ? e.node->out_shape : e.leaf->shape;
+    if (slot) return {static_cast<float*>(slot->data()), 1.f};
+    slot = std::make_shared<Storage>(size_t(s.numel()) * 4, e.node ? Mem::Other : Mem::Grads);
+    return {static_cast<float*>(slot->data()), 0.f};
+}
+
+// ---- backward
+void backward(const Tensor& loss) {
+    ENGINE_CHECK(loss.defined() && loss.numel() == 1, ShapeError,
+                 "backward: the loss must have one element, got shape {}", loss.defined() ? loss.shape().str() : "none");
+    ENGINE_CHECK(loss.requires_grad(), ValueError,
+                 "backward: the loss does not require grad (no trainable parameter reaches it, or grad mode was off)");
+    const std::shared_ptr<Node>& root = loss.grad_fn();
+    if (!root) {   // the loss is itself a trainable leaf: d loss / d loss = 1
+        Tensor l = loss;
+        if (!l.impl().grad) { l.impl().grad = std::make_shared<Storage>(4, Mem::Grads); *l.grad_data() = 0.f; }
+        *l.grad_data() += 1.f;
+        return;
+    }
+    ENGINE_CHECK(root->fn != nullptr, ValueError,
+                 "backward: this graph was already run backward and its saved tensors freed; run the forward again");
+
+    // Topological order by an explicit-stack depth-first search (no recursion: deep graphs).
+    // `order` owns the nodes: clearing a node's edges below must not free the ones before it.
+    std::vector<std::shared_ptr<Node>> order;
+    std::unordered_map<Node*, bool> seen;
+    std::vector<std::pair<std::shared_ptr<Node>, size_t>> stack{{root, 0}};
+    seen[root.get()] = true;
+    while (!stack.empty()) {
+        auto& [n, k] = stack.back();
+        if (k < n->next.size()) {
+            const std::shared_ptr<Node>& child = n->next[k++].node;
+            if (child && !seen[child.get()]) { seen[child.get()] = true; stack.push_back({child, 0}); }
+        } else {
+            order.push_back(n);   // post-order: every node after all of its inputs' nodes
+            stack.pop_back();
+        }
+    }
+
+    root->dy = std::make_shared<Storage>(4, Mem::Other);
+    *static_cast<float*>(root->dy->data()) = 1.f;
+    for (auto it = order.rbegin(); it != order.rend(); ++it) {
+        Node* n = it->get();
+        if (n->dy && n->fn) {
+            auto impl = std::make_shared<TensorImpl>();
+            impl->shape = n->out_shape;
+            impl->storage = n->dy;
+            Grads g(*n);
+            n->fn(Tensor(std::move(impl)), g);
+        }
+        n->fn = nullptr;   // frees the saved tensors now, not when the loss goes away
+        n->dy.reset();     // and this node's output gradient
+        n->next.clear();   // and the references to the nodes before it
+    }
+}

@@ -1,0 +1,61 @@
+// engine/memory.h — every byte the engine allocates, counted by what it is for.
+//
+// A Storage is one owned, 64-byte-aligned buffer with a category. The accounting keeps the
+// current and peak bytes of each category, so `peft train` can say where memory goes:
+//   params     model weights (frozen or trainable)
+//   grads      .grad buffers of trainable leaves (never of frozen ones)
+//   optimizer  AdamW / SGD state (only for trainable parameters)
+//   saved      activations a backward closure keeps alive (see Note [Saved activations])
+//   other      everything else: op outputs not saved, intermediate gradients, workspace
+// plus `cached`: freed buffers the pool keeps for reuse (not in use, but still resident).
+//
+// Note [Saved activations]
+// An op output starts as `other`. When a backward closure saves it (engine/autograd.h,
+// save()), its bytes move to `saved` until the last closure holding it runs or is dropped.
+// Parameters saved by a closure stay `params`: they are alive anyway.
+//
+// The pool: first-touching a fresh page costs ~10 µs here, so a training step that
+// malloc'ed and freed its activations each time would spend much of its time in page
+// faults. Freed buffers go to per-size free lists and the next step reuses them.
+#pragma once
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+enum class Mem : int { Params, Grads, Optimizer, Saved, Other, kCount };
+const char* mem_name(Mem m);
+
+class Storage {
+public:
+    Storage(size_t bytes, Mem category);
+    ~Storage();
+    Storage(const Storage&) = delete;
+    Storage& operator=(const Storage&) = delete;
+
+    void* data() const { return ptr_; }
+    size_t bytes() const { return bytes_; }
+    Mem category() const { return saved_refs_ > 0 && cat_ == Mem::Other ? Mem::Saved : cat_; }
+    void set_category(Mem m);   // e.g. a tensor becomes a parameter
+    void add_saved_ref();       // a backward closure keeps this buffer
+    void drop_saved_ref();
+
+private:
+    void* ptr_ = nullptr;
+    size_t bytes_ = 0;
+    Mem cat_;
+    int saved_refs_ = 0;
+};
+
+struct MemStats {
+    std::array<int64_t, int(Mem::kCount)> current{}, peak{};
+    int64_t total_current = 0, total_peak = 0;   // all categories together
+    int64_t cached = 0;                          // freed, kept by the pool
+    int64_t cur(Mem m) const { return current[int(m)]; }
+    int64_t pk(Mem m) const { return peak[int(m)]; }
+};
+MemStats mem_stats();
+void mem_reset_peak();                 // peaks := current values
+std::string mem_report(const MemStats& s);   // "params 3.1 MiB, grads 0.29 MiB, ... (peak ...)"
+void pool_release_cache();             // hand every cached buffer back to the system
+int64_t peak_rss_bytes();              // the process's peak resident set (from /proc)
