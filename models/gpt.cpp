@@ -1,0 +1,212 @@
+// models/gpt.cpp — the GPT forward, seams included, and sampling.
+#include "gpt.h"
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+// ---- config
+
+void GPTConfig::validate() const {
+    std::vector<std::string> bad;
+    if (n_layer < 1) bad.push_back(fmt::format("n_layer must be >= 1, got {}", n_layer));
+    if (n_head < 1) bad.push_back(fmt::format("n_head must be >= 1, got {}", n_head));
+    if (n_embd < 1) bad.push_back(fmt::format("n_embd must be >= 1, got {}", n_embd));
+    if (n_head >= 1 && n_embd >= 1 && n_embd % n_head != 0)
+        bad.push_back(fmt::format("n_embd {} is not divisible by n_head {}", n_embd, n_head));
+    if (block_size < 1) bad.push_back(fmt::format("block_size must be >= 1, got {}", block_size));
+    if (vocab_size < 1) bad.push_back(fmt::format("vocab_size must be >= 1, got {}", vocab_size));
+    if (!(dropout >= 0.f && dropout < 1.f)) bad.push_back(fmt::format("dropout must be in [0, 1), got {}", dropout));
+    const int64_t kMax = int64_t(1) << 24;   // keeps every size product far from overflow
+    for (int64_t v : {n_layer, n_head, n_embd, block_size, vocab_size})
+        if (v > kMax) bad.push_back(fmt::format("model size {} is larger than the limit {}", v, kMax));
+    if (!bad.empty()) {
+        std::string msg = "invalid model config:";
+        for (auto& b : bad) msg += "\n  " + b;
+        throw ValueError(msg);
+    }
+}
+
+std::string GPTConfig::to_json() const {
+    nlohmann::json j = {{"n_layer", n_layer},       {"n_head", n_head},     {"n_embd", n_embd},
+                        {"block_size", block_size}, {"vocab_size", vocab_size}, {"dropout", dropout},
+                        {"bias", bias}};
+    return j.dump();
+}
+
+GPTConfig GPTConfig::from_json(const std::string& text) {
+    nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+    ENGINE_CHECK(j.is_object(), ValueError, "model config is not a JSON object: '{}'", text.substr(0, 80));
+    GPTConfig c;
+    auto get_int = [&](const char* key, int64_t& field) {
+        ENGINE_CHECK(j.contains(key) && j[key].is_number_integer(), ValueError,
+                     "model config: '{}' missing or not an integer", key);
+        field = j[key].get<int64_t>();
+    };
+    get_int("n_layer", c.n_layer);
+    get_int("n_head", c.n_head);
+    get_int("n_embd", c.n_embd);
+    get_int("block_size", c.block_size);
+    get_int("vocab_size", c.vocab_size);
+    if (j.contains("dropout")) {
+        ENGINE_CHECK(j["dropout"].is_number(), ValueError, "model config: 'dropout' is not a number");
+        c.dropout = j["dropout"].get<float>();
+    }
+    if (j.contains("bias")) {
+        ENGINE_CHECK(j["bias"].is_boolean(), ValueError, "model config: 'bias' is not true/false");
+        c.bias = j["bias"].get<bool>();
+    }
+    c.validate();
+    return c;
+}
+
+// ---- construction: GPT-2 init, N(0, 0.02); residual projections scaled by 1/sqrt(2 n_layer)
+
+GPT::GPT(const GPTConfig& cfg, Rng& rng) : config(cfg), dropout_rng(0) {
+    config.validate();
+    const int64_t C = cfg.n_embd;
+    const float std_resid = 0.02f / std::sqrt(2.0f * float(cfg.n_layer));
+    wte = Embedding(cfg.vocab_size, C, rng);
+    wpe = Embedding(cfg.block_size, C, rng);
+    wte.register_params(params, "transformer.wte");
+    wpe.register_params(params, "transformer.wpe");
+    h.resize(size_t(cfg.n_layer));
+    for (int64_t l = 0; l < cfg.n_layer; l++) {
+        Block& b = h[size_t(l)];
+        const std::string p = fmt::format("transformer.h.{}.", l);
+        b.ln_1 = LayerNorm(C, cfg.bias);
+        b.attn.q_proj = Linear(C, C, cfg.bias, rng);
+        b.attn.k_proj = Linear(C, C, cfg.bias, rng);
+        b.attn.v_proj = Linear(C, C, cfg.bias, rng);
+        b.attn.o_proj = Linear(C, C, cfg.bias, rng, std_resid);
+        b.ln_2 = LayerNorm(C, cfg.bias);
+        b.mlp.fc_in = Linear(C, 4 * C, cfg.bias, rng);
+        b.mlp.fc_out = Linear(4 * C, C, cfg.bias, rng, std_resid);
+        b.ln_1.register_params(params, p + "ln_1");
+        b.attn.q_proj.register_params(params, p + "attn.q_proj");
+        b.attn.k_proj.register_params(params, p + "attn.k_proj");
+        b.attn.v_proj.register_params(params, p + "attn.v_proj");
+        b.attn.o_proj.register_params(params, p + "attn.o_proj");
+        b.ln_2.register_params(params, p + "ln_2");
+        b.mlp.fc_in.register_params(params, p + "mlp.fc_in");
+        b.mlp.fc_out.register_params(params, p + "mlp.fc_out");
+    }
+    ln_f = LayerNorm(C, cfg.bias);
+    ln_f.register_params(params, "transformer.ln_f");
+}
+
+std::vector<std::pair<std::string, Linear*>> GPT::linears() {
+    std::vector<std::pair<std::string, Linear*>> out;
+    for (size_t l = 0; l < h.size(); l++) {
+        const std::string p = fmt::format("transformer.h.{}.", l);
+        Block& b = h[l];
+        out.push_back({p + "attn.q_proj", &b.attn.q_proj});
+        out.push_back({p + "attn.k_proj", &b.attn.k_proj});
+        out.push_back({p + "attn.v_proj", &b.attn.v_proj});
+        out.push_back({p + "attn.o_proj", &b.attn.o_proj});
+        out.push_back({p + "mlp.fc_in", &b.mlp.fc_in});
+        out.push_back({p + "mlp.fc_out", &b.mlp.fc_out});
+    }
+    return out;
+}
+
+// ---- forward
+
+// x: (B,T,C) -> (B,T,C). Multi-head causal self-attention; prefix rows (seam 3) in front of k, v.
+Tensor GPT::attention(int64_t l, const Tensor& x, bool training) {
+    Attention& a = h[size_t(l)].attn;
+    const int64_t B = x.size(0), T = x.size(1), H = config.n_head, D = config.n_embd / H;
+    Tensor q = split_heads(a.q_proj(x), H);   // (B,H,T,D)
+    Tensor k = split_heads(a.k_proj(x), H);
+    Tensor v = split_heads(a.v_proj(x), H);
+    const int64_t P = hooks ? hooks->n_prefix() : 0;
+    if (P > 0) {   // k, v: (B,H,P,D) ++ (B,H,T,D) along the sequence axis
+        auto [pk, pv] = hooks->prefix_kv(l, B);
+        auto prepend = [&](const Tensor& pre, const Tensor& t) {
+            Tensor cat = concat_seq(reshape(pre, {B * H, P, D}), reshape(t, {B * H, T, D}));
+            return reshape(cat, {B, H, P + T, D});
+        };
+        k = prepend(pk, k);
+        v = prepend(pv, v);
+    }
+    Tensor y = causal_attention(q, k, v, P, 1.0f / std::sqrt(float(D)));   // (B,H,T,D)
+    return dropout(a.o_proj(merge_heads(y)), config.dropout, training, dropout_rng);
+}
+
+// x: (B,T,C) -> (B,T,C). fc_in -> GELU -> fc_out.
+Tensor GPT::mlp(int64_t l, const Tensor& x, bool training) {
+    MLP& m = h[size_t(l)].mlp;
+    return dropout(m.fc_out(gelu(m.fc_in(x))), config.dropout, training, dropout_rng);
+}
+
+Tensor GPT::forward(const Tensor& ids, bool training) {
+    ENGINE_CHECK(ids.dtype() == DType::I32 && ids.ndim() == 2, ShapeError,
+                 "gpt: token ids must be int32 (B,T), got {}", describe(ids));
+    const int64_t B = ids.size(0), T = ids.size(1);
+    const int64_t Pv = hooks ? hooks->n_virtual() : 0, Pp = hooks ? hooks->n_prefix() : 0;
+    ENGINE_CHECK(T >= 1, ShapeError, "gpt: empty sequence {}", ids.shape().str());
+    ENGINE_CHECK(Pv + Pp + T <= config.block_size, ShapeError,
+                 "gpt: sequence of {} tokens{} is longer than block_size {}", T,
+                 Pv + Pp ? fmt::format(" plus {} virtual tokens", Pv + Pp) : std::string(), config.block_size);
+
+    Tensor x = wte(ids);                                           // (B,T,C)
+    if (Pv > 0) x = concat_seq(hooks->virtual_tokens(B), x);       // seam 4: (B,Pv+T,C)
+    // Positions: a prefix acts as a cached past of length Pp, so tokens start at Pp.
+    std::vector<int32_t> pos(size_t(B * (Pv + T)));
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < Pv + T; t++) pos[size_t(b * (Pv + T) + t)] = int32_t(Pp + t);
+    x = add(x, wpe(Tensor::from_ints(pos, {B, Pv + T})));
+    x = dropout(x, config.dropout, training, dropout_rng);
+
+    for (int64_t l = 0; l < config.n_layer; l++) {
+        Block& b = h[size_t(l)];
+        Tensor f = attention(l, b.ln_1(x), training);
+        if (hooks) f = hooks->block_output(Site::Attn, l, f);      // seam 2
+        x = add(x, f);
+        Tensor m = mlp(l, b.ln_2(x), training);
+        if (hooks) m = hooks->block_output(Site::Mlp, l, m);
+        x = add(x, m);
+    }
+    x = ln_f(x);
+    if (Pv > 0) x = slice_seq(x, Pv, T);                           // logits for real tokens only
+    return linear(x, wte.weight);                                  // tied LM head: (B,T,V)
+}
+
+Tensor GPT::loss(const Tensor& ids, const Tensor& targets, bool training) {
+    return cross_entropy(forward(ids, training), targets);
+}
+
+// ---- sampling
+
+std::vector<int32_t> GPT::generate(std::vector<int32_t> tokens, int64_t max_new, float temperature, int64_t top_k,
+                                   Rng& rng) {
+    ENGINE_CHECK(!tokens.empty(), ValueError, "generate: the prompt is empty");
+    ENGINE_CHECK(temperature >= 0.f, ValueError, "generate: temperature must be >= 0, got {}", temperature);
+    NoGradGuard no_grad;
+    const int64_t window = config.block_size - (hooks ? hooks->n_virtual() + hooks->n_prefix() : 0);
+    ENGINE_CHECK(window >= 1, ValueError, "generate: no room left in block_size {}", config.block_size);
+    const int64_t V = config.vocab_size;
+    for (int64_t step = 0; step < max_new; step++) {
+        const int64_t start = std::max<int64_t>(0, int64_t(tokens.size()) - window);
+        std::vector<int32_t> ctx(tokens.begin() + start, tokens.end());
+        Tensor logits = forward(Tensor::from_ints(ctx, {1, int64_t(ctx.size())}));
+        const float* last = logits.data() + (int64_t(ctx.size()) - 1) * V;
+        int32_t next = 0;
+        if (temperature == 0.f) {
+            next = int32_t(std::max_element(last, last + V) - last);
+        } else {
+            std::vector<std::pair<float, int32_t>> cand;
+            for (int32_t i = 0; i < V; i++) cand.push_back({last[i] / temperature, i});
+            std::sort(cand.begin(), cand.end(), [](auto& a, auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+            if (top_k > 0 && top_k < V) cand.resize(size_t(top_k));
+            double total = 0;
+            std::vector<double> p(cand.size());
+            for (size_t i = 0; i < cand.size(); i++) total += p[i] = std::exp(double(cand[i].first - cand[0].first));
+            double u = rng.uniform() * total;
+            size_t i = 0;
+            while (i + 1 < cand.size() && u >= p[i]) u -= p[i++];
+            next = cand[i].second;
+        }
+        tokens.push_back(next);
+    }
+    return tokens;
+}

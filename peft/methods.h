@@ -1,0 +1,13 @@
+// peft/methods.h — one factory per method file. Each reads its config from an
+// adapter_config.json object (HF field names and defaults), validates it
+// (ValueError naming the field), attaches to the model (freezing every base parameter) and
+// returns the method, active on nothing yet (PeftModel::add activates it).
+#pragma once
+#include "peft.h"
+
+std::unique_ptr<Method> make_lora(const json& config, GPT& model, Rng& rng);            // peft/lora.cpp
+std::unique_ptr<Method> make_ia3(const json& config, GPT& model, Rng& rng);             // peft/ia3.cpp
+std::unique_ptr<Method> make_bottleneck(const json& config, GPT& model, Rng& rng);      // peft/adapter.cpp
+std::unique_ptr<Method> make_prefix_tuning(const json& config, GPT& model, Rng& rng);   // peft/prefix_tuning.cpp
+std::unique_ptr<Method> make_prompt_tuning(const json& config, GPT& model, Rng& rng);   // peft/prompt_tuning.cpp
+std::unique_ptr<Method> make_p_tuning(const json& config, GPT& model, Rng& rng);        // peft/p_tuning.cpp

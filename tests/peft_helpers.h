@@ -1,0 +1,67 @@
+// tests/peft_helpers.h — the shared set-up of the per-method lessons: a tiny GPT, a toy
+// batch, a checksum of the frozen base, a few AdamW steps on the method's tensors.
+#pragma once
+#include <cstring>
+#include "helpers.h"
+#include "engine/optim.h"
+#include "peft/methods.h"
+
+inline GPTConfig lesson_config() {
+    GPTConfig c;
+    c.n_layer = 2; c.n_head = 2; c.n_embd = 16; c.block_size = 16; c.vocab_size = 13;
+    return c;
+}
+
+// A tiny model with every parameter non-trivial (so LayerNorm/bias paths matter).
+inline std::unique_ptr<GPT> lesson_model(uint64_t seed = 1) {
+    Rng rng(seed);
+    auto m = std::make_unique<GPT>(lesson_config(), rng);
+    for (const Param& p : m->params.all())
+        for (int64_t i = 0; i < p.tensor.numel(); i++) p.tensor.data()[i] += float(rng.normal() * 0.05);
+    return m;
+}
+
+struct ToyBatch { Tensor ids, targets; };
+inline ToyBatch lesson_batch() {
+    // 2 sequences of 8 tokens; targets = next token, one ignored position
+    return {Tensor::from_ints({1, 5, 3, 9, 0, 2, 7, 4, 4, 4, 10, 1, 6, 8, 3, 12}, {2, 8}),
+            Tensor::from_ints({5, 3, 9, 0, 2, 7, 4, 1, 4, 10, 1, 6, 8, 3, 12, -1}, {2, 8})};
+}
+
+// FNV-1a over the bytes of every base parameter: equal checksums = bit-for-bit equal weights.
+inline uint64_t base_checksum(const GPT& m) {
+    uint64_t h = 1469598103934665603ull;
+    for (const Param& p : m.params.all()) {
+        const unsigned char* b = reinterpret_cast<const unsigned char*>(p.tensor.data());
+        for (size_t i = 0; i < p.tensor.nbytes(); i++) h = (h ^ b[i]) * 1099511628211ull;
+    }
+    return h;
+}
+
+// `steps` AdamW steps on the method's parameters; returns the losses.
+inline std::vector<float> train_method(GPT& m, Method& method, int steps, float lr = 1e-2f) {
+    ToyBatch b = lesson_batch();
+    AdamWConfig oc;
+    oc.lr = lr;
+    oc.weight_decay = 0.f;
+    AdamW opt(method.params, oc);
+    method.training = true;
+    std::vector<float> losses;
+    for (int s = 0; s < steps; s++) {
+        opt.zero_grad();
+        method.begin_forward();
+        Tensor loss = m.loss(b.ids, b.targets, true);
+        losses.push_back(loss.item());
+        loss.backward();
+        opt.step();
+    }
+    method.training = false;
+    return losses;
+}
+
+// No base parameter holds a gradient buffer.
+inline bool base_has_no_grads(const GPT& m) {
+    for (const Param& p : m.params.all())
+        if (p.tensor.has_grad() || p.tensor.requires_grad()) return false;
+    return true;
+}

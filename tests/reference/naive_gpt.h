@@ -1,0 +1,120 @@
+// tests/reference/naive_gpt.h — an independent GPT forward in double precision, plain loops.
+//
+// It shares nothing with the engine but the parameter values: no ops, no GEMM, no autograd.
+// Used to check the engine's logits and loss (and LoRA merges / prefix rows) on tiny configs.
+#pragma once
+#include <cmath>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+#include "models/gpt.h"
+
+namespace naive {
+
+using Vec = std::vector<double>;
+struct Mat { int64_t rows = 0, cols = 0; Vec v; double at(int64_t r, int64_t c) const { return v[size_t(r * cols + c)]; } };
+
+inline Mat param(GPT& m, const std::string& name) {
+    Tensor t = m.params.get(name);
+    Mat out{t.ndim() == 2 ? t.size(0) : 1, t.shape().back(), {}};
+    for (int64_t i = 0; i < t.numel(); i++) out.v.push_back(t.data()[i]);
+    return out;
+}
+
+// y[t] = x[t] Wᵀ + b
+inline std::vector<Vec> lin(const std::vector<Vec>& x, const Mat& W, const Mat* b) {
+    std::vector<Vec> y(x.size(), Vec(size_t(W.rows), 0.0));
+    for (size_t t = 0; t < x.size(); t++)
+        for (int64_t o = 0; o < W.rows; o++) {
+            double s = b ? b->v[size_t(o)] : 0.0;
+            for (int64_t i = 0; i < W.cols; i++) s += x[t][size_t(i)] * W.at(o, i);
+            y[t][size_t(o)] = s;
+        }
+    return y;
+}
+
+inline std::vector<Vec> ln(const std::vector<Vec>& x, const Mat& w, const Mat& b) {
+    std::vector<Vec> y = x;
+    for (size_t t = 0; t < x.size(); t++) {
+        double mu = 0, var = 0;
+        for (double v : x[t]) mu += v;
+        mu /= double(x[t].size());
+        for (double v : x[t]) var += (v - mu) * (v - mu);
+        var /= double(x[t].size());
+        for (size_t c = 0; c < x[t].size(); c++) y[t][c] = (x[t][c] - mu) / std::sqrt(var + 1e-5) * w.v[c] + b.v[c];
+    }
+    return y;
+}
+
+inline double gelu(double x) { return 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); }
+
+// Optional per-layer prefix keys/values: prefix[l] = {K rows, V rows}, each P rows of width C.
+using Prefix = std::map<int64_t, std::pair<std::vector<Vec>, std::vector<Vec>>>;
+
+// Logits (T, V) for one sequence. Position of token t is pos0 + t.
+inline std::vector<Vec> forward(GPT& m, const std::vector<int32_t>& ids, const Prefix& prefix = {}, int64_t pos0 = 0) {
+    const GPTConfig& c = m.config;
+    const int64_t T = int64_t(ids.size()), C = c.n_embd, H = c.n_head, D = C / H;
+    Mat wte = param(m, "transformer.wte.weight"), wpe = param(m, "transformer.wpe.weight");
+    std::vector<Vec> x(size_t(T), Vec(size_t(C)));
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < C; i++) x[size_t(t)][size_t(i)] = wte.at(ids[size_t(t)], i) + wpe.at(pos0 + t, i);
+    for (int64_t l = 0; l < c.n_layer; l++) {
+        const std::string p = "transformer.h." + std::to_string(l) + ".";
+        auto W = [&](const std::string& n) { return param(m, p + n + ".weight"); };
+        auto Bp = [&](const std::string& n) { return param(m, p + n + ".bias"); };
+        Mat bq = Bp("attn.q_proj"), bk = Bp("attn.k_proj"), bv = Bp("attn.v_proj"), bo = Bp("attn.o_proj");
+        std::vector<Vec> a = ln(x, W("ln_1"), Bp("ln_1"));
+        std::vector<Vec> q = lin(a, W("attn.q_proj"), &bq), k = lin(a, W("attn.k_proj"), &bk),
+                         v = lin(a, W("attn.v_proj"), &bv);
+        std::vector<Vec> pk, pv;
+        if (prefix.count(l)) { pk = prefix.at(l).first; pv = prefix.at(l).second; }
+        const int64_t P = int64_t(pk.size());
+        std::vector<Vec> y(size_t(T), Vec(size_t(C), 0.0));
+        for (int64_t hh = 0; hh < H; hh++)
+            for (int64_t i = 0; i < T; i++) {
+                // keys: P prefix rows, then real keys 0..i
+                std::vector<double> s;
+                auto key = [&](int64_t j) -> const Vec& { return j < P ? pk[size_t(j)] : k[size_t(j - P)]; };
+                auto val = [&](int64_t j) -> const Vec& { return j < P ? pv[size_t(j)] : v[size_t(j - P)]; };
+                double mx = -INFINITY;
+                for (int64_t j = 0; j < P + i + 1; j++) {
+                    double d = 0;
+                    for (int64_t e = 0; e < D; e++) d += q[size_t(i)][size_t(hh * D + e)] * key(j)[size_t(hh * D + e)];
+                    s.push_back(d / std::sqrt(double(D)));
+                    mx = std::max(mx, s.back());
+                }
+                double z = 0;
+                for (double& e : s) z += (e = std::exp(e - mx));
+                for (int64_t j = 0; j < P + i + 1; j++)
+                    for (int64_t e = 0; e < D; e++) y[size_t(i)][size_t(hh * D + e)] += s[size_t(j)] / z * val(j)[size_t(hh * D + e)];
+            }
+        std::vector<Vec> o = lin(y, W("attn.o_proj"), &bo);
+        for (int64_t t = 0; t < T; t++) for (int64_t i = 0; i < C; i++) x[size_t(t)][size_t(i)] += o[size_t(t)][size_t(i)];
+        Mat b1 = Bp("mlp.fc_in"), b2 = Bp("mlp.fc_out");
+        std::vector<Vec> hdn = lin(ln(x, W("ln_2"), Bp("ln_2")), W("mlp.fc_in"), &b1);
+        for (auto& r : hdn) for (double& e : r) e = gelu(e);
+        std::vector<Vec> f = lin(hdn, W("mlp.fc_out"), &b2);
+        for (int64_t t = 0; t < T; t++) for (int64_t i = 0; i < C; i++) x[size_t(t)][size_t(i)] += f[size_t(t)][size_t(i)];
+    }
+    x = ln(x, param(m, "transformer.ln_f.weight"), param(m, "transformer.ln_f.bias"));
+    return lin(x, wte, nullptr);
+}
+
+// Mean cross-entropy over targets != -1.
+inline double loss(const std::vector<Vec>& logits, const std::vector<int32_t>& targets) {
+    double total = 0;
+    int n = 0;
+    for (size_t t = 0; t < logits.size(); t++) {
+        if (targets[t] < 0) continue;
+        double mx = -INFINITY, z = 0;
+        for (double v : logits[t]) mx = std::max(mx, v);
+        for (double v : logits[t]) z += std::exp(v - mx);
+        total += mx + std::log(z) - logits[t][size_t(targets[t])];
+        n++;
+    }
+    return n ? total / n : 0.0;
+}
+
+}  // namespace naive

@@ -1,0 +1,123 @@
+// tests/test_gpt.cpp — the GPT against an independent double-precision reference, and its contracts.
+#include <cmath>
+#include "helpers.h"
+#include "reference/naive_gpt.h"
+
+TEST_SUITE("gpt") {
+
+static GPTConfig tiny_config() {
+    GPTConfig c;
+    c.n_layer = 2; c.n_head = 2; c.n_embd = 16; c.block_size = 12; c.vocab_size = 11;
+    return c;
+}
+
+// Make every parameter non-trivial (biases and LayerNorm too), so the reference sees them all.
+static void perturb(GPT& m, uint64_t seed) {
+    Rng rng(seed);
+    for (const Param& p : m.params.all()) {
+        float* d = p.tensor.data();
+        for (int64_t i = 0; i < p.tensor.numel(); i++) d[i] += float(rng.normal() * 0.1);
+    }
+}
+
+TEST_CASE("gpt: logits and loss agree with the naive double-precision reference") {
+    Rng rng(1);
+    GPT m(tiny_config(), rng);
+    perturb(m, 2);
+    std::vector<int32_t> a = {1, 5, 3, 9, 0, 2, 7}, b = {4, 4, 10, 1, 6, 8, 3};
+    std::vector<int32_t> ta = {5, 3, 9, 0, 2, 7, -1}, tb = {4, 10, -1, 6, 8, 3, 2};
+    std::vector<int32_t> ids = a, tg = ta;
+    ids.insert(ids.end(), b.begin(), b.end());
+    tg.insert(tg.end(), tb.begin(), tb.end());
+    Tensor I = Tensor::from_ints(ids, {2, 7}), Tt = Tensor::from_ints(tg, {2, 7});
+    Tensor logits = m.forward(I);
+    std::vector<double> ref;
+    std::vector<naive::Vec> la = naive::forward(m, a), lb = naive::forward(m, b);
+    for (auto* l : {&la, &lb}) for (auto& row : *l) ref.insert(ref.end(), row.begin(), row.end());
+    std::string why;
+    // float32 through 2 layers of width 16: ~1e-6 relative error per op; 1e-4 absolute is ample
+    CHECK_MESSAGE(allclose(logits.to_vector(), ref, 1e-4, 1e-4, &why), why);
+    std::vector<naive::Vec> all = la;
+    all.insert(all.end(), lb.begin(), lb.end());
+    CHECK(m.loss(I, Tt).item() == doctest::Approx(naive::loss(all, tg)).epsilon(1e-5));
+}
+
+TEST_CASE("gpt: gradcheck through the whole tiny model (every parameter kind)") {
+    Rng rng(3);
+    GPTConfig c = tiny_config();
+    GPT m(c, rng);
+    perturb(m, 4);
+    Tensor I = Tensor::from_ints({1, 5, 3, 9, 0, 2, 4, 4, 10, 1, 6, 8}, {2, 6});
+    std::vector<Tensor> inputs;
+    for (const std::string n : {"transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.ln_1.weight",
+                                "transformer.h.0.attn.q_proj.weight", "transformer.h.1.attn.v_proj.bias",
+                                "transformer.h.1.mlp.fc_in.weight", "transformer.h.1.mlp.fc_out.bias",
+                                "transformer.ln_f.bias"})
+        inputs.push_back(m.params.get(n));
+    GradcheckOptions o;
+    o.precise = true;
+    o.max_elems = 40;
+    gradcheck("gpt", [&](const std::vector<Tensor>&) { return m.forward(I); }, inputs, o);
+}
+
+TEST_CASE("gpt: an untrained model's loss is close to ln(vocab)") {
+    Rng rng(5);
+    GPTConfig c = tiny_config();
+    c.vocab_size = 50;
+    GPT m(c, rng);
+    std::vector<int32_t> ids(24), tg(24);
+    for (int i = 0; i < 24; i++) { ids[size_t(i)] = int32_t(rng.below(50)); tg[size_t(i)] = int32_t(rng.below(50)); }
+    float L = m.loss(Tensor::from_ints(ids, {2, 12}), Tensor::from_ints(tg, {2, 12})).item();
+    CHECK(std::fabs(L - std::log(50.0)) < 0.1);
+}
+
+TEST_CASE("gpt: parameter names and shapes follow the contract") {
+    Rng rng(6);
+    GPT m(tiny_config(), rng);
+    CHECK(m.params.get("transformer.wte.weight").shape() == Shape{11, 16});
+    CHECK(m.params.get("transformer.wpe.weight").shape() == Shape{12, 16});
+    CHECK(m.params.get("transformer.h.1.attn.o_proj.weight").shape() == Shape{16, 16});
+    CHECK(m.params.get("transformer.h.0.mlp.fc_in.weight").shape() == Shape{64, 16});
+    CHECK(m.params.get("transformer.h.0.mlp.fc_out.weight").shape() == Shape{16, 64});
+    CHECK(m.params.get("transformer.ln_f.bias").shape() == Shape{16});
+    CHECK(m.params.find("lm_head.weight") == nullptr);   // tied to wte, not stored twice
+    const int64_t C = 16, L = 2, V = 11, Tb = 12;
+    CHECK(m.params.count() == V * C + Tb * C + L * (12 * C * C + 13 * C) + 2 * C);
+    CHECK(m.linears().size() == 12);
+}
+
+TEST_CASE("gpt: invalid configs and sequences are clear errors") {
+    Rng rng(7);
+    GPTConfig c = tiny_config();
+    c.n_head = 3;
+    CHECK_THROWS_WITH_AS(GPT(c, rng), doctest::Contains("not divisible by n_head 3"), ValueError);
+    c = tiny_config();
+    c.n_layer = 0;
+    CHECK_THROWS_WITH_AS(GPT(c, rng), doctest::Contains("n_layer must be >= 1"), ValueError);
+    GPT m(tiny_config(), rng);
+    std::vector<int32_t> ids(13, 1);
+    CHECK_THROWS_WITH_AS(m.forward(Tensor::from_ints(ids, {1, 13})), doctest::Contains("longer than block_size 12"),
+                         ShapeError);
+}
+
+TEST_CASE("gpt: overfitting one batch drives the loss near zero") {
+    Rng rng(8);
+    GPTConfig c = tiny_config();
+    c.n_embd = 32;
+    GPT m(c, rng);
+    Tensor I = Tensor::from_ints({1, 5, 3, 9, 0, 2, 7, 4}, {1, 8}), Tt = Tensor::from_ints({5, 3, 9, 0, 2, 7, 4, 1}, {1, 8});
+    // plain SGD on every parameter, to keep this test independent of the optimizers
+    float L = 0;
+    for (int step = 0; step < 300; step++) {
+        for (const Param& p : m.params.all()) p.tensor.impl().grad.reset();
+        Tensor loss = m.loss(I, Tt, true);
+        L = loss.item();
+        loss.backward();
+        for (const Param& p : m.params.all())
+            if (p.tensor.has_grad())
+                for (int64_t i = 0; i < p.tensor.numel(); i++) p.tensor.data()[i] -= 0.5f * p.tensor.grad_data()[i];
+    }
+    CHECK(L < 0.05);
+}
+
+}  // TEST_SUITE
