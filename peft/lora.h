@@ -1,0 +1,13 @@
+// peft/lora.h — the fused LoRA linear op (the method itself is built by make_lora, methods.h).
+#pragma once
+#include "engine/ops.h"
+
+// y = x Wᵀ + b + s · (drop(x) Aᵀ) Bᵀ, in one op whose backward gives dx, dA and dB only.
+//   x: (..., in)  W: (out, in) frozen  b: (out) frozen or undefined  A: (r, in)  B: (out, r)
+//   -> y: (..., out)
+// Dropout (probability p, inverted, only when training) acts on the LoRA branch alone: the
+// base path sees the undropped x. The mask comes from rng (in index order, on one thread), so
+// a seed fixes it whatever the thread count.
+// A trainable W or b is a ValueError: this op never computes a gradient for the base weights.
+Tensor lora_linear(const Tensor& x, const Tensor& W, const Tensor& b, const Tensor& A, const Tensor& B, float s,
+                   float p, bool training, Rng& rng);
