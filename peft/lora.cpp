@@ -25,22 +25,26 @@
 
 // ---- the fused op
 
-// The dropout mask as bits (1 = kept), drawn on this thread in index order so that a seed fixes
-// it for any thread count: element i is kept when its 32-bit draw is >= p·2³² (two draws per
-// rng.next_u64()). Kept as bits, the mask costs 1/32 of x.
+// The dropout mask as bits (1 = kept), drawn on this thread, word after word, so that a seed
+// fixes it for any thread count: each rng.next_u64() gives two 32-bit draws, and an element is
+// kept when its draw is >= p·2³². Kept as bits, the mask costs 1/32 of x.
 static Tensor draw_mask(int64_t n, float p, Rng& rng) {
-    Tensor mask = Tensor::zeros({(n + 31) / 32}, DType::I32);
+    Tensor mask = Tensor::empty({(n + 31) / 32}, DType::I32);
     uint32_t* m = reinterpret_cast<uint32_t*>(mask.idata());
     const uint64_t cut = uint64_t(double(p) * 4294967296.0);
-    for (int64_t i = 0; i < n; i += 2) {
-        const uint64_t draws = rng.next_u64();
-        if ((draws & 0xffffffffu) >= cut) m[i >> 5] |= 1u << (i & 31);
-        if (i + 1 < n && (draws >> 32) >= cut) m[(i + 1) >> 5] |= 1u << ((i + 1) & 31);
+    for (int64_t w = 0; w < mask.numel(); w++) {
+        uint32_t word = 0;
+        for (int k = 0; k < 32; k += 2) {
+            const uint64_t draws = rng.next_u64();
+            word |= uint32_t((draws & 0xffffffffu) >= cut) << k | uint32_t((draws >> 32) >= cut) << (k + 1);
+        }
+        m[w] = word;
     }
     return mask;
 }
+// 1.0 where element i is kept, else 0.0 (a multiply instead of a branch, so loops vectorise).
 static const uint32_t* bits(const Tensor& mask) { return reinterpret_cast<const uint32_t*>(mask.idata()); }
-static bool kept(const uint32_t* m, int64_t i) { return (m[i >> 5] >> (i & 31)) & 1u; }
+static float kept(const uint32_t* m, int64_t i) { return float((m[i >> 5] >> (i & 31)) & 1u); }
 
 Tensor lora_linear(const Tensor& x, const Tensor& W, const Tensor& b, const Tensor& A, const Tensor& B, float s,
                    float p, bool training, Rng& rng) {
@@ -71,7 +75,7 @@ Tensor lora_linear(const Tensor& x, const Tensor& W, const Tensor& b, const Tens
         const uint32_t* m = bits(mask);
 #pragma omp parallel for schedule(static)
         for (int64_t row = 0; row < rows; row++)
-            for (int64_t i = row * in; i < (row + 1) * in; i++) dp[i] = kept(m, i) ? xp[i] * keep_scale : 0.f;
+            for (int64_t i = row * in; i < (row + 1) * in; i++) dp[i] = kept(m, i) * keep_scale * xp[i];
     }
     Tensor u = Tensor::empty({rows, r});   // u = xd Aᵀ: (rows, r)
     gemm(Trans::N, Trans::T, rows, r, in, 1.f, xd.data(), A.data(), 0.f, u.data());
@@ -123,8 +127,7 @@ Tensor lora_linear(const Tensor& x, const Tensor& W, const Tensor& b, const Tens
                 const uint32_t* m = bits(*ms);
 #pragma omp parallel for schedule(static)
                 for (int64_t row = 0; row < rows; row++)
-                    for (int64_t i = row * in; i < (row + 1) * in; i++)
-                        if (kept(m, i)) dx.p[i] += tp[i] * keep_scale;
+                    for (int64_t i = row * in; i < (row + 1) * in; i++) dx.p[i] += kept(m, i) * keep_scale * tp[i];
             }
         }
     });
