@@ -57,18 +57,12 @@ void run_eval(UseFlags& f) {
     const std::string path = resolve_dataset(f.data);
     nlohmann::json j = {{"data", path}};
     const int64_t room = m.config.block_size - (m.hooks ? m.hooks->n_virtual() + m.hooks->n_prefix() : 0);
-    TrainConfig tc;
-    tc.batch = f.batch;
-    tc.eval_iters = f.eval_iters;
-    tc.seed = f.common.seed;
     std::unique_ptr<TextDataset> text;
     std::unique_ptr<TaskDataset> task;
     if (is_task_file(path)) task = std::make_unique<TaskDataset>(path, l.ck.tokenizer, room);
     else text = std::make_unique<TextDataset>(path, l.ck.tokenizer);
-    ParamList& trainable = l.peft->active() ? l.peft->active()->params : m.params;
-    if (trainable.count(true) == 0) trainable.unfreeze("*");   // the Trainer refuses "nothing to train"
-    Trainer t(m, trainable, TrainData{text.get(), task.get()}, tc);
-    j["val_loss"] = t.val_loss();
+    TrainData data{text.get(), task.get()};
+    j["val_loss"] = evaluate(m, data, f.batch, data_block(m, data, 0), f.eval_iters, f.common.seed);
     fmt::print("validation loss: {:.4f} ({} batches of {})\n", j["val_loss"].get<double>(), f.eval_iters, f.batch);
     if (task) {
         const Tokenizer& tok = l.ck.tokenizer;

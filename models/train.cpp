@@ -41,17 +41,21 @@ Trainer::Trainer(GPT& model, ParamList& trainable, const TrainData& data, const 
     cfg_.validate();
     ENGINE_CHECK(trainable_.count(true) > 0, ValueError, "nothing to train: every parameter is frozen");
     model_.dropout_rng.reseed(cfg.seed + 1);
+    T_ = data_block(model, data, cfg.block);
+}
+
+int64_t data_block(const GPT& model, const TrainData& data, int64_t requested) {
     const int64_t room = model.config.block_size - (model.hooks ? model.hooks->n_virtual() + model.hooks->n_prefix() : 0);
     if (data.task) {
-        T_ = data.task->max_len();
-        ENGINE_CHECK(T_ <= room, ValueError,
+        ENGINE_CHECK(data.task->max_len() <= room, ValueError,
                      "{}: the longest example needs {} positions but the model has room for {} (block_size {})",
-                     data.task->path(), T_, room, model.config.block_size);
-    } else {
-        T_ = cfg.block ? cfg.block : room;
-        ENGINE_CHECK(T_ <= room, ValueError, "--block {} is larger than the model allows ({}, block_size {})", T_,
-                     room, model.config.block_size);
+                     data.task->path(), data.task->max_len(), room, model.config.block_size);
+        return data.task->max_len();
     }
+    const int64_t T = requested ? requested : room;
+    ENGINE_CHECK(T <= room, ValueError, "--block {} is larger than the model allows ({}, block_size {})", T, room,
+                 model.config.block_size);
+    return T;
 }
 
 // Linear warmup to lr, then cosine decay to min_lr at the last step.
@@ -109,16 +113,18 @@ LogRow Trainer::train_step() {
     return row;
 }
 
-double Trainer::val_loss() {
+double evaluate(GPT& model, const TrainData& data, int64_t B, int64_t T, int64_t iters, uint64_t seed) {
     NoGradGuard no_grad;
-    Rng eval_rng(cfg_.seed ^ 0x5eed5eedull);   // the same validation batches every time
+    Rng eval_rng(seed ^ 0x5eed5eedull);
     double total = 0;
-    for (int64_t i = 0; i < cfg_.eval_iters; i++) {
-        Batch b = data_.sample(Split::Val, cfg_.batch, T_, eval_rng);
-        total += model_.loss(b.ids, b.targets, false).item();
+    for (int64_t i = 0; i < iters; i++) {
+        Batch b = data.sample(Split::Val, B, T, eval_rng);
+        total += model.loss(b.ids, b.targets, false).item();
     }
-    return total / double(cfg_.eval_iters);
+    return total / double(iters);
 }
+
+double Trainer::val_loss() { return evaluate(model_, data_, cfg_.batch, T_, cfg_.eval_iters, cfg_.seed); }
 
 void Trainer::run(const std::function<void(const LogRow&)>& on_log, const std::function<void(const LogRow&)>& on_eval) {
     while (step_ < cfg_.steps) {

@@ -42,6 +42,11 @@ struct TrainData {
     Batch sample(Split s, int64_t B, int64_t T, Rng& rng) const;
 };
 
+// Mean validation loss over `iters` batches drawn from Rng(seed): the same batches every call.
+double evaluate(GPT& model, const TrainData& data, int64_t B, int64_t T, int64_t iters, uint64_t seed);
+// The sequence length the data needs (task) or allows (text: block_size minus virtual tokens).
+int64_t data_block(const GPT& model, const TrainData& data, int64_t requested);
+
 struct LogRow {
     int64_t step = 0;
     double train_loss = 0, lr = 0, tokens_per_s = 0, grad_norm = 0;
