@@ -179,7 +179,7 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
         [&](const LogRow&) {
             csv.flush();
             save_all();
-            atomic_write_text(f.out + "/loss.svg",
+            atomic_write_file(f.out + "/loss.svg",
                               line_chart_svg("loss", "step", "cross-entropy", {{"train", train_pts}, {"val", val_pts}}));
         });
     if (trainer.step() == first) save_all();   // nothing to train (resumed at the end): still leave the files
