@@ -58,8 +58,8 @@ Tensor slice_seq(const Tensor& x, int64_t start, int64_t len) {
     ENGINE_CHECK(x.ndim() == 3, ShapeError, "slice_seq: x {} must be (B, T, C)", x.shape().str());
     const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
     ENGINE_CHECK(start >= 0 && len >= 0 && start + len <= T, ShapeError,
-                 "slice_seq: rows {}..{} (start {}, len {}) are outside x {} with T = {}", start, start + len, start,
-                 len, x.shape().str(), T);
+                 "slice_seq: time steps [{}, {}) (start {}, len {}) are outside x {} with T = {}", start,
+                 start + len, start, len, x.shape().str(), T);
     Tensor y = Tensor::empty({B, len, C});
     const float* xp = x.data();
     float* yp = y.data();

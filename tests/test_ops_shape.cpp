@@ -37,6 +37,13 @@ TEST_CASE("ops: embedding gradcheck passes with repeated ids") {
     gradcheck("embedding (N)", [](const std::vector<Tensor>& in) { return embedding(in[0], in[1]); }, {flat, W});
 }
 
+TEST_CASE("ops: embedding adds to the gradient of a table that linear also uses (tied weights)") {
+    Rng rng(36);
+    Tensor W = param({9, 70}, rng, 0.3f);
+    Tensor ids = Tensor::from_ints({8, 1, 1, 4, 0, 8}, {2, 3});
+    gradcheck("tied", [](const std::vector<Tensor>& in) { return linear(embedding(in[0], in[1]), in[1]); }, {ids, W});
+}
+
 TEST_CASE("ops: embedding rows of unused ids get a zero gradient") {
     Rng rng(32);
     Tensor W = param({5, 3}, rng);
@@ -117,7 +124,7 @@ TEST_CASE("ops: shape op errors name the op and the shapes") {
     CHECK_THROWS_WITH_AS(concat_seq(x, Tensor::zeros({2, 3, 5})),
                          doctest::Contains("concat_seq: a [2, 5, 6] and b [2, 3, 5]"), ShapeError);
     CHECK_THROWS_WITH_AS(concat_seq(x, Tensor::zeros({3, 5, 6})), doctest::Contains("b [3, 5, 6]"), ShapeError);
-    CHECK_THROWS_WITH_AS(slice_seq(x, 3, 3), doctest::Contains("slice_seq: rows 3..6"), ShapeError);
+    CHECK_THROWS_WITH_AS(slice_seq(x, 3, 3), doctest::Contains("slice_seq: time steps [3, 6)"), ShapeError);
     CHECK_THROWS_WITH_AS(slice_seq(x, -1, 2), doctest::Contains("x [2, 5, 6] with T = 5"), ShapeError);
     CHECK_THROWS_WITH_AS(slice_seq(Tensor::zeros({5, 6}), 0, 1), doctest::Contains("slice_seq: x [5, 6]"), ShapeError);
     CHECK_THROWS_WITH_AS(split_heads(x, 4), doctest::Contains("split_heads: x [2, 5, 6] must be (B, T, C) with C "
