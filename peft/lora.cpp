@@ -25,9 +25,9 @@
 
 // ---- the fused op
 
-// The dropout mask as bits (1 = kept), drawn on this thread, word after word, so that a seed
-// fixes it for any thread count: each rng.next_u64() gives two 32-bit draws, and an element is
-// kept when its draw is >= p·2³². Kept as bits, the mask costs 1/32 of x.
+// The dropout mask as bits (1 = kept), drawn as the engine's dropout op draws it: on this
+// thread, word after word (a seed fixes it for any thread count), each rng.next_u64() giving two
+// 32-bit draws, an element kept when its draw is >= p·2³². As bits it costs 1/32 of x.
 static Tensor draw_mask(int64_t n, float p, Rng& rng) {
     Tensor mask = Tensor::empty({(n + 31) / 32}, DType::I32);
     uint32_t* m = reinterpret_cast<uint32_t*>(mask.idata());

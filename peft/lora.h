@@ -6,7 +6,7 @@
 //   x: (..., in)  W: (out, in) frozen  b: (out) frozen or undefined  A: (r, in)  B: (out, r)
 //   -> y: (..., out)
 // Dropout (probability p, inverted, only when training) acts on the LoRA branch alone: the
-// base path sees the undropped x. The mask comes from rng (in index order, on one thread), so
+// base path sees the undropped x. The mask is the one dropout(x, p, true, rng) would draw, so
 // a seed fixes it whatever the thread count.
 // A trainable W or b is a ValueError: this op never computes a gradient for the base weights.
 Tensor lora_linear(const Tensor& x, const Tensor& W, const Tensor& b, const Tensor& A, const Tensor& B, float s,

@@ -139,6 +139,12 @@ TEST_CASE("lora_linear: dropout acts on the branch only; the base path sees the 
     CHECK(dropped > 96);            // about half of 256
     CHECK(kept > 96);
 
+    // It is the mask the engine's dropout op draws from the same seed: the branch is dropout(x) Aᵀ Bᵀ.
+    Rng same(99);
+    Tensor xd = dropout(x, p, true, same);
+    std::vector<float> expect = linear(linear(xd, I), I).to_vector();
+    for (size_t i = 0; i < y.size(); i++) CHECK(y[i] == doctest::Approx(base[i] + s * expect[i]).epsilon(1e-5));
+
     // A seed fixes the mask; the next call draws a new one.
     Rng again(99);
     CHECK(lora_linear(x, W, b, I, I, s, p, true, again).to_vector() == y);
