@@ -87,7 +87,7 @@ public:
         model.params.freeze_all();
         for (auto& [name, lin] : matched) {
             const bool ff = matches_any(name, c.feedforward_modules);
-            Target t{name, lin, ff, Tensor::full(ff ? Shape{1, lin->in} : Shape{lin->out, 1}, 1.f), Tensor(), Tensor()};
+            Target t{name, lin, ff, Tensor::full(ff ? Shape{1, lin->in} : Shape{lin->out, 1}, 1.f), Tensor(), Tensor(), nullptr};
             params.add("base_model.model." + name + ".ia3_l", t.l);
             targets_.push_back(std::move(t));
         }
@@ -171,6 +171,7 @@ private:
         bool ff;            // input scaling (feed-forward) or output scaling
         Tensor l;           // [1, in] or [out, 1], as saved
         Tensor W_orig, b_orig;   // the base weights while merged
+        std::shared_ptr<LinearWrap> wrap;   // the seam, while installed
     };
     // The seam: the target Linear scales its input or its output by l.
     struct Wrap : LinearWrap {
@@ -181,8 +182,12 @@ private:
             return mul_row_vector(linear(x, base.weight, base.bias), reshape(t.l, {base.out}));
         }
     };
+    // Puts this adapter's seams on its targets, or takes them off (only its own: never another's).
     void install(bool on) {
-        for (const Target& t : targets_) t.lin->wrap = on ? std::make_shared<Wrap>(t) : nullptr;
+        for (Target& t : targets_) {
+            if (on) t.lin->wrap = t.wrap = std::make_shared<Wrap>(t);
+            else if (t.lin->wrap == t.wrap) t.lin->wrap = nullptr;
+        }
     }
     void check_model(const GPT& model) const {
         ENGINE_CHECK(&model == model_, ValueError, "IA3: this adapter was attached to another model");

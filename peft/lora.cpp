@@ -211,7 +211,7 @@ public:
         for (auto& [name, lin] : matched) {
             const float bound = 1.f / std::sqrt(float(lin->in));   // kaiming-uniform, a = √5
             Target t{name, lin, Tensor::uniform({c.r, lin->in}, init_rng, -bound, bound), Tensor::zeros({lin->out, c.r}),
-                     Tensor()};
+                     Tensor(), nullptr};
             params.add("base_model.model." + name + ".lora_A.weight", t.A);
             params.add("base_model.model." + name + ".lora_B.weight", t.B);
             targets_.push_back(std::move(t));
@@ -290,6 +290,7 @@ private:
         Linear* lin;
         Tensor A, B;        // (r, in), (out, r)
         Tensor W_orig;      // the base W while merged
+        std::shared_ptr<LinearWrap> wrap;   // the seam, while installed
     };
     // The seam: the target Linear calls lora_linear instead of linear.
     struct Wrap : LinearWrap {
@@ -301,8 +302,12 @@ private:
                                *m.dropout_rng_);
         }
     };
+    // Puts this adapter's seams on its targets, or takes them off (only its own: never another's).
     void install(bool on) {
-        for (const Target& t : targets_) t.lin->wrap = on ? std::make_shared<Wrap>(*this, t) : nullptr;
+        for (Target& t : targets_) {
+            if (on) t.lin->wrap = t.wrap = std::make_shared<Wrap>(*this, t);
+            else if (t.lin->wrap == t.wrap) t.lin->wrap = nullptr;
+        }
     }
     void check_model(const GPT& model) const {
         ENGINE_CHECK(&model == model_, ValueError, "LORA: this adapter was attached to another model");

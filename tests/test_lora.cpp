@@ -314,6 +314,27 @@ TEST_CASE("lora: disabling a merged adapter gives exactly the base model back") 
     CHECK(m->forward(b.ids).to_vector() == base);
 }
 
+TEST_CASE("lora: two adapters on one base: switching between them is exact, and each removes only its own seams") {
+    auto m = lesson_model();
+    ToyBatch b = lesson_batch();
+    const std::vector<float> base = m->forward(b.ids).to_vector();
+    Rng rng(19);
+    PeftModel pm(*m);
+    pm.add("a", make_lora(lora_config(), *m, rng));
+    train_method(*m, pm.get("a"), 5);
+    const std::vector<float> with_a = m->forward(b.ids).to_vector();
+    pm.add("b", make_lora(lora_config(), *m, rng));   // now active instead of a
+    train_method(*m, pm.get("b"), 5);
+    const std::vector<float> with_b = m->forward(b.ids).to_vector();
+    CHECK(with_b != with_a);
+    pm.get("a").deactivate(*m);   // a is not active: b's seams stay
+    CHECK(m->forward(b.ids).to_vector() == with_b);
+    pm.set_active("a");
+    CHECK(m->forward(b.ids).to_vector() == with_a);
+    pm.disable();
+    CHECK(m->forward(b.ids).to_vector() == base);
+}
+
 // ---- configs and errors
 
 TEST_CASE("lora: a target that matches nothing is a ValueError listing the model's Linear modules") {
