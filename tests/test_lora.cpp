@@ -48,8 +48,9 @@ TEST_CASE("lora: at init the adapted model's logits equal the base model's, bit 
     Rng rng(2);
     PeftModel pm(*m);
     pm.add("default", make_lora(lora_config(), *m, rng));
-    // Why exact: B = 0, so u Bᵀ is a sum of products u·0 = 0 and s·0 = 0; y + 0 = y in IEEE
-    // arithmetic. The base part is the very GEMM call linear() makes on the same data.
+    // Why exact: B = 0, so u Bᵀ is a sum of products u·0 = ±0, s·(±0) = ±0, and y + ±0 = y in
+    // IEEE arithmetic (only y = −0 could turn into +0, which == still calls equal). The base
+    // part is the very GEMM call linear() makes on the same data.
     CHECK(m->forward(b.ids).to_vector() == base);
     pm.active()->training = true;   // even with dropout on the branch: it drops from a zero update
     CHECK(m->forward(b.ids).to_vector() == base);
