@@ -1,0 +1,119 @@
+// cli/cmd_bench.cpp — `peft bench`: training steps on random tokens, timed and measured.
+//
+// FLOPs per step (stated, not measured): a weight matrix with N entries used on B·T rows costs
+// 2·N·B·T in the forward, 2·N·B·T for dx and 2·N·B·T for dW — 6·N·B·T when it trains, 4·N·B·T
+// when it is frozen (no dW GEMM). The model's matrices hold 12·L·C² + V·C entries (q, k, v, o,
+// fc_in, fc_out, and the tied LM head); a method's own matrices (LoRA's A and B, adapters,
+// encoders) train. Attention adds 12·L·C·T²·B (QKᵀ and PV, forward and backward; the causal
+// half is counted in full, as PyTorch's reference figures do).
+#include <algorithm>
+#include <chrono>
+#include "common.h"
+#include "engine/optim.h"
+#include "engine/parallel.h"
+#include "method_flags.h"
+#include "peft/peft.h"
+
+namespace {
+
+struct BenchFlags {
+    CommonFlags common;
+    MethodFlags method;
+    GPTConfig model;
+    int64_t batch = 8, steps = 10, warmup_steps = 2;
+    bool json_out = false;
+};
+
+double flops_per_step(const GPT& m, const Method* method, int64_t B, int64_t T) {
+    const double L = double(m.config.n_layer), C = double(m.config.n_embd), V = double(m.config.vocab_size);
+    const double base = 12 * L * C * C + V * C, rows = double(B * T);
+    double f = (method ? 4.0 : 6.0) * base * rows + 12 * L * C * double(T) * double(T) * double(B);
+    if (method)
+        for (const Param& p : method->params.all())
+            if (p.tensor.ndim() == 2 && p.tensor.size(0) > 1 && p.tensor.size(1) > 1) f += 6.0 * double(p.tensor.numel()) * rows;
+    return f;
+}
+
+void run_bench(BenchFlags& f, const CLI::App& cmd) {
+    f.common.apply();
+    Rng rng(f.common.seed);
+    GPT model(f.model, rng);
+    PeftModel peft(model);
+    Method* method = nullptr;
+    if (f.method.method != "full") {
+        peft.add("default", make_method(f.method.to_config(cmd, Tokenizer::bytes()), model, rng));
+        method = peft.active();
+        method->training = true;
+    }
+    ParamList& trainable = method ? method->params : model.params;
+    const int64_t B = f.batch, T = f.model.block_size - (model.hooks ? model.hooks->n_virtual() + model.hooks->n_prefix() : 0);
+    ENGINE_CHECK(T >= 1, ValueError, "--block {} leaves no room for tokens after the virtual tokens", f.model.block_size);
+    AdamWConfig oc;
+    oc.lr = 1e-4f;
+    AdamW opt(trainable, oc);
+    std::vector<int32_t> ids(size_t(B * T)), tg(size_t(B * T));
+    std::vector<double> ms;
+    mem_reset_peak();
+    for (int64_t s = 0; s < f.warmup_steps + f.steps; s++) {
+        for (size_t i = 0; i < ids.size(); i++) {
+            ids[i] = int32_t(rng.below(uint64_t(f.model.vocab_size)));
+            tg[i] = int32_t(rng.below(uint64_t(f.model.vocab_size)));
+        }
+        Tensor I = Tensor::from_ints(ids, {B, T}), Tt = Tensor::from_ints(tg, {B, T});
+        const auto t0 = std::chrono::steady_clock::now();
+        opt.zero_grad();
+        if (method) method->begin_forward();
+        Tensor loss = model.loss(I, Tt, true);
+        loss.backward();
+        clip_grad_norm(trainable, 1.0);
+        opt.step();
+        const double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        if (s >= f.warmup_steps) ms.push_back(dt);
+    }
+    std::sort(ms.begin(), ms.end());
+    const double med = ms.empty() ? 0 : ms[ms.size() / 2];
+    const double flops = flops_per_step(model, method, B, T);
+    const MemStats st = mem_stats();
+    const int64_t n_train = trainable.count(true), n_all = model.params.count() + (method ? method->params.count() : 0);
+    fmt::print("bench {} L={} H={} C={} T={} B={} V={} threads={}\n", f.method.method, f.model.n_layer, f.model.n_head,
+               f.model.n_embd, f.model.block_size, B, f.model.vocab_size, num_threads());
+    fmt::print("{}\n", trainable_line(model, method));
+    fmt::print("median {:.1f} ms/step over {} steps | {:.0f} tokens/s | {:.1f} GFLOP/s ({:.3g} GFLOP/step)\n", med, ms.size(),
+               double(B * T) / (med / 1000), flops / (med / 1000) / 1e9, flops / 1e9);
+    fmt::print("peak memory: params {}, grads {}, optimizer {}, saved activations {}, other {}; peak RSS {}\n",
+               mib(st.pk(Mem::Params)), mib(st.pk(Mem::Grads)), mib(st.pk(Mem::Optimizer)), mib(st.pk(Mem::Saved)),
+               mib(st.pk(Mem::Other)), mib(peak_rss_bytes()));
+    if (f.json_out) {
+        nlohmann::json j = {{"method", f.method.method}, {"n_layer", f.model.n_layer}, {"n_head", f.model.n_head},
+                            {"n_embd", f.model.n_embd}, {"block", f.model.block_size}, {"batch", B},
+                            {"vocab", f.model.vocab_size}, {"threads", num_threads()}, {"trainable_params", n_train},
+                            {"all_params", n_all}, {"ms_per_step", med}, {"tokens_per_s", double(B * T) / (med / 1000)},
+                            {"gflops", flops / (med / 1000) / 1e9}, {"peak_params_bytes", st.pk(Mem::Params)},
+                            {"peak_grads_bytes", st.pk(Mem::Grads)}, {"peak_optimizer_bytes", st.pk(Mem::Optimizer)},
+                            {"peak_saved_bytes", st.pk(Mem::Saved)}, {"peak_other_bytes", st.pk(Mem::Other)},
+                            {"peak_rss_bytes", peak_rss_bytes()}};
+        fmt::print("{}\n", j.dump());
+    }
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+    auto f = std::make_shared<BenchFlags>();
+    CLI::App* cmd = app.add_subcommand("bench", "time training steps of a model of any size on random tokens");
+    f->common.add(*cmd);
+    f->model.block_size = 64;
+    f->model.vocab_size = 96;
+    cmd->add_option("--n_layer", f->model.n_layer, "transformer blocks")->check(CLI::Range(1, 1024))->capture_default_str();
+    cmd->add_option("--n_head", f->model.n_head, "attention heads")->check(CLI::Range(1, 1024))->capture_default_str();
+    cmd->add_option("--n_embd", f->model.n_embd, "width")->check(CLI::Range(1, 1 << 16))->capture_default_str();
+    cmd->add_option("--block", f->model.block_size, "sequence length")->check(CLI::Range(1, 1 << 16))->capture_default_str();
+    cmd->add_option("--vocab", f->model.vocab_size, "vocabulary size")->check(CLI::Range(1, 1 << 24))->capture_default_str();
+    cmd->add_option("--dropout", f->model.dropout, "dropout probability")->check(CLI::Range(0.0, 0.99));
+    cmd->add_option("--batch", f->batch, "sequences per step")->check(CLI::Range(1, 1 << 16))->capture_default_str();
+    cmd->add_option("--steps", f->steps, "timed steps")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+    cmd->add_option("--warmup_steps", f->warmup_steps, "untimed steps first")->check(CLI::Range(0, 1 << 20))->capture_default_str();
+    cmd->add_flag("--json", f->json_out, "print the results as one JSON object on the last line");
+    f->method.add(*cmd);
+    cmd->callback([f, cmd]() { run_bench(*f, *cmd); });
+}
