@@ -6,7 +6,7 @@ ARCH     ?= -march=native
 OPT      ?= -O2
 BUILD    ?= build
 SAN      ?=
-CXXFLAGS += -std=c++17 $(OPT) $(ARCH) -g -Wall -Wextra -fopenmp -MMD -MP -I. $(SAN)
+CXXFLAGS += -std=c++17 $(OPT) $(ARCH) -g -Wall -Wextra -fno-math-errno -fopenmp -MMD -MP -I. $(SAN)
 BLAS_DIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
 LDLIBS   += -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lfmt -fopenmp $(SAN)
 PKGS     := g++ make libopenblas-openmp-dev doctest-dev libfmt-dev nlohmann-json3-dev libcli11-dev

@@ -1,19 +1,8 @@
 // engine/ops_linear.cpp — linear and matmul, each one gemm forward and up to two backward.
 #include <algorithm>
 #include "blas.h"
+#include "kernels.h"
 #include "ops.h"
-
-// Column sums of dy (rows, n) into db (n), split over columns (Note [Threading: ...]).
-static void add_column_sums(GradBuf db, const float* dy, int64_t rows, int64_t n) {
-#pragma omp parallel for schedule(static)
-    for (int64_t j0 = 0; j0 < n; j0 += 16) {
-        const int64_t j1 = std::min(n, j0 + 16);
-        float acc[16] = {0};
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = j0; j < j1; j++) acc[j - j0] += dy[r * n + j];
-        for (int64_t j = j0; j < j1; j++) db.acc(j, acc[j - j0]);
-    }
-}
 
 // y = x Wᵀ + b.  x: (..., in)  W: (out, in)  b: (out) or none  ->  y: (..., out)
 Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b) {

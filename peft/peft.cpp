@@ -151,7 +151,7 @@ int64_t save_adapter(const std::string& dir, const Method& m, const GPT& model) 
     const std::string weights = dir + "/" + kWeightsFile;
     save_safetensors(weights, m.state(),
                      {{"format", "pt"}, {"peft_type", m.peft_type()}, {"base_model_config", model.config.to_json()}});
-    atomic_write_text(dir + "/" + kConfigFile, cfg.dump(2) + "\n");
+    atomic_write_file(dir + "/" + kConfigFile, cfg.dump(2) + "\n");
     struct stat st{};
     stat(weights.c_str(), &st);
     return int64_t(st.st_size);

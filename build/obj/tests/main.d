@@ -1,1 +1,0 @@
-build/obj/tests/main.o: tests/main.cpp

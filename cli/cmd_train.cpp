@@ -1,0 +1,244 @@
+// cli/cmd_train.cpp — `peft train`: pretrain a GPT on a corpus, or fine-tune a base
+// checkpoint with full fine-tuning or a PEFT method. Writes checkpoints, log.csv, loss.svg.
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include "common.h"
+#include "engine/fileio.h"
+#include "engine/safetensors.h"
+#include "method_flags.h"
+#include "models/checkpoint.h"
+#include "models/train.h"
+#include "peft/peft.h"
+#include "svg.h"
+
+namespace {
+
+struct TrainFlags {
+    CommonFlags common;
+    MethodFlags method;
+    std::string data, out, base, prompt = "\n";
+    GPTConfig model;
+    TrainConfig train;
+    bool resume = false, json_out = false;
+    int samples = 200;
+    int64_t accuracy_examples = 100;
+};
+
+void ensure_dir(const std::string& dir) {
+    if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+        throw FileError(fmt::format("--out {}: cannot create the folder: {}", dir, std::strerror(errno)));
+    struct stat st{};
+    ENGINE_CHECK(stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode), FileError, "--out {}: not a folder", dir);
+    ENGINE_CHECK(access(dir.c_str(), W_OK) == 0, FileError, "--out {}: the folder is not writable", dir);
+}
+
+std::string sample_text(GPT& model, const Tokenizer& tok, const std::string& prompt, int n, uint64_t seed) {
+    Rng rng(seed);
+    std::vector<int32_t> ids = tok.encode(prompt);
+    std::vector<int32_t> out = model.generate(ids, n, 0.8f, 20, rng);
+    return tok.decode(std::vector<int32_t>(out.begin() + int64_t(ids.size()), out.end()));
+}
+
+double task_accuracy(GPT& model, const TaskDataset& task, int64_t max_examples) {
+    const Tokenizer& tok = task.tokenizer();
+    Rng rng(0);
+    auto gen = [&](const std::string& prompt, size_t n) {
+        std::vector<int32_t> ids = tok.encode(prompt);
+        std::vector<int32_t> out = model.generate(ids, int64_t(n), 0.f, 0, rng);
+        return tok.decode(std::vector<int32_t>(out.begin() + int64_t(ids.size()), out.end()));
+    };
+    return task.exact_match(gen, Split::Val, max_examples);
+}
+
+void run_train(TrainFlags& f, const CLI::App& cmd) {
+    f.common.apply();
+    f.train.seed = f.common.seed;
+    f.train.validate();
+    ensure_dir(f.out);
+    const std::string path = resolve_dataset(f.data);
+    const bool task_data = is_task_file(path);
+
+    // ---- the model: a base checkpoint, this run's own checkpoint (--resume, full), or a new one
+    std::unique_ptr<GPT> model;
+    Tokenizer tok = Tokenizer::bytes();
+    std::unique_ptr<TextDataset> text;
+    std::unique_ptr<TaskDataset> task;
+    const std::string own_ckpt = f.out + "/model.safetensors", state_file = f.out + "/optimizer.safetensors";
+    ENGINE_CHECK(f.method.method == "full" || !f.base.empty(), ValueError,
+                 "--method {} fine-tunes a base model: give --base CKPT (pretrain one first with --method full)",
+                 f.method.method);
+    if (!f.base.empty() || (f.resume && f.method.method == "full")) {
+        Checkpoint ck = load_checkpoint(f.resume && f.method.method == "full" ? own_ckpt : f.base);
+        model = std::move(ck.model);
+        tok = ck.tokenizer;
+        for (const char* flag : {"--n_layer", "--n_head", "--n_embd", "--block"})
+            ENGINE_CHECK(!cmd.count(flag), ValueError, "{} cannot change a loaded model (it is {})", flag, model->config.to_json());
+        if (cmd.count("--dropout")) model->config.dropout = f.model.dropout;
+    } else {
+        text = std::make_unique<TextDataset>(path);
+        tok = text->tokenizer();
+        f.model.vocab_size = tok.vocab_size();
+        Rng init(f.common.seed);
+        model = std::make_unique<GPT>(f.model, init);
+    }
+
+    // ---- the method (or every parameter, for full fine-tuning)
+    PeftModel peft(*model);
+    Method* method = nullptr;
+    if (f.method.method != "full") {
+        Rng mrng(f.common.seed + 7);
+        peft.add("default", make_method(f.method.to_config(cmd, tok), *model, mrng));
+        method = peft.active();
+    }
+    ParamList& trainable = method ? method->params : model->params;
+    if (!text && !task) {
+        if (task_data) {
+            const int64_t room = model->config.block_size - (model->hooks ? model->hooks->n_virtual() + model->hooks->n_prefix() : 0);
+            task = std::make_unique<TaskDataset>(path, tok, room);
+        } else {
+            text = std::make_unique<TextDataset>(path, tok);
+        }
+    }
+    TrainData data{text.get(), task.get()};
+    Trainer trainer(*model, trainable, data, f.train);
+    if (f.resume) {
+        SafeTensors st = load_safetensors(state_file);
+        if (method) {   // the method's own tensors were saved beside the optimizer state
+            std::map<std::string, Tensor> mine;
+            for (auto& [k, t] : st.tensors) if (k.rfind("train.param.", 0) == 0) mine[k.substr(12)] = t;
+            method->Method::load_state(mine, state_file);
+        }
+        std::map<std::string, Tensor> opt;
+        for (auto& [k, t] : st.tensors) if (k.rfind("optim.", 0) == 0) opt[k] = t;
+        trainer.restore(st.metadata, opt);
+        fmt::print("resumed from {} at step {}\n", state_file, trainer.step());
+    }
+
+    // ---- say what will happen
+    nlohmann::json resolved = {{"data", path}, {"out", f.out}, {"method", f.method.method},
+                               {"model", nlohmann::json::parse(model->config.to_json())},
+                               {"steps", f.train.steps}, {"batch", f.train.batch}, {"block", trainer.block()},
+                               {"grad_accum", f.train.grad_accum}, {"lr", f.train.lr}, {"min_lr", f.train.min_lr},
+                               {"warmup", f.train.warmup}, {"weight_decay", f.train.weight_decay},
+                               {"grad_clip", f.train.grad_clip}, {"eval_every", f.train.eval_every},
+                               {"seed", f.common.seed}};
+    if (method) resolved["peft_config"] = method->config_json();
+    fmt::print("config: {}\n", resolved.dump());
+    fmt::print("model: {} parameters, vocabulary {} ({})\n", model->params.count(), tok.vocab_size(),
+               tok.kind() == Tokenizer::Kind::Char ? "characters" : "bytes");
+    fmt::print("{}\n", trainable_line(*model, method));
+    const std::string prompt = task ? task->examples(Split::Val).front().prompt : f.prompt;
+    double acc_before = NAN, acc_after = NAN;
+    if (task) {
+        acc_before = task_accuracy(*model, *task, f.accuracy_examples);
+        fmt::print("task accuracy before: {:.1f}% (exact match, {} validation examples)\n", 100 * acc_before,
+                   std::min<int64_t>(f.accuracy_examples, task->size(Split::Val)));
+    }
+    if (f.samples > 0) fmt::print("sample before: {}{}\n", prompt, sample_text(*model, tok, prompt, f.samples, f.common.seed));
+
+    // ---- train, logging every step, checkpointing at every validation
+    std::ofstream csv(f.out + "/log.csv", f.resume ? std::ios::app : std::ios::trunc);
+    if (!f.resume) csv << "step,train_loss,val_loss,lr,tokens_per_s\n";
+    std::vector<std::pair<double, double>> train_pts, val_pts;
+    const bool tty = stdout_is_terminal();
+    const auto t0 = std::chrono::steady_clock::now();
+    const int64_t first = trainer.step();
+    const int64_t every = std::max<int64_t>(1, f.train.steps / 20);
+    auto save_all = [&]() {
+        NamedTensors state = trainer.optimizer_tensors();
+        if (method)
+            for (const Param& p : method->params.all()) state.push_back({"train.param." + p.name, p.tensor});
+        std::map<std::string, std::string> meta = trainer.state_metadata();
+        save_safetensors(state_file, state, meta);
+        if (method) save_adapter(f.out, *method, *model);
+        else save_checkpoint(own_ckpt, *model, tok, meta);
+    };
+    LogRow last;
+    trainer.run(
+        [&](const LogRow& r) {
+            last = r;
+            csv << fmt::format("{},{:.6f},{},{:.6g},{:.1f}\n", r.step + 1, r.train_loss,
+                               std::isnan(r.val_loss) ? std::string() : fmt::format("{:.6f}", r.val_loss), r.lr, r.tokens_per_s);
+            train_pts.push_back({double(r.step + 1), r.train_loss});
+            if (!std::isnan(r.val_loss)) val_pts.push_back({double(r.step + 1), r.val_loss});
+            const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            const double eta = el / double(r.step + 1 - first) * double(f.train.steps - r.step - 1);
+            std::string line = fmt::format("step {}/{} | loss {:.4f}{} | lr {:.2e} | {:.0f} tok/s | ETA {:.0f}s",
+                                           r.step + 1, f.train.steps, r.train_loss,
+                                           std::isnan(r.val_loss) ? "" : fmt::format(" | val {:.4f}", r.val_loss), r.lr,
+                                           r.tokens_per_s, eta);
+            if (tty) fmt::print("\r{:<100}{}", line, std::isnan(r.val_loss) ? "" : "\n");
+            else if ((r.step + 1) % every == 0 || !std::isnan(r.val_loss)) fmt::print("{}\n", line);
+            std::fflush(stdout);
+        },
+        [&](const LogRow&) {
+            csv.flush();
+            save_all();
+            atomic_write_file(f.out + "/loss.svg",
+                              line_chart_svg("loss", "step", "cross-entropy", {{"train", train_pts}, {"val", val_pts}}));
+        });
+    if (trainer.step() == first) save_all();   // nothing to train (resumed at the end): still leave the files
+
+    // ---- what it learned, and where memory went
+    if (task) {
+        acc_after = task_accuracy(*model, *task, f.accuracy_examples);
+        fmt::print("task accuracy after: {:.1f}% (before: {:.1f}%)\n", 100 * acc_after, 100 * acc_before);
+    }
+    if (f.samples > 0) fmt::print("sample after: {}{}\n", prompt, sample_text(*model, tok, prompt, f.samples, f.common.seed));
+    const MemStats ms = mem_stats();
+    fmt::print("memory (peak): grads {}, optimizer {}, saved activations {}, params {}, other {}; peak RSS {}\n",
+               mib(ms.pk(Mem::Grads)), mib(ms.pk(Mem::Optimizer)), mib(ms.pk(Mem::Saved)), mib(ms.pk(Mem::Params)),
+               mib(ms.pk(Mem::Other)), mib(peak_rss_bytes()));
+    if (method) {
+        const int64_t n = model->params.count();
+        fmt::print("full fine-tuning of this model would need: grads {}, optimizer {} (4 and 8 bytes per parameter)\n",
+                   mib(4 * n), mib(8 * n));
+    }
+    fmt::print("wrote {}/{}, log.csv, loss.svg\n", f.out, method ? "adapter_config.json, adapter_model.safetensors" : "model.safetensors");
+    if (f.json_out) {
+        nlohmann::json j = {{"steps", trainer.step()}, {"train_loss", last.train_loss}, {"val_loss", last.val_loss},
+                            {"trainable_params", trainable.count(true)}, {"all_params", model->params.count() + (method ? method->params.count() : 0)},
+                            {"peak_grads_bytes", ms.pk(Mem::Grads)}, {"peak_optimizer_bytes", ms.pk(Mem::Optimizer)},
+                            {"peak_saved_bytes", ms.pk(Mem::Saved)}, {"peak_rss_bytes", peak_rss_bytes()}};
+        if (task) { j["accuracy_before"] = acc_before; j["accuracy_after"] = acc_after; }
+        fmt::print("{}\n", j.dump());
+    }
+}
+
+}  // namespace
+
+void add_train_command(CLI::App& app) {
+    auto f = std::make_shared<TrainFlags>();
+    CLI::App* cmd = app.add_subcommand("train", "pretrain a GPT on a corpus, or fine-tune --base with --method");
+    f->common.add(*cmd);
+    cmd->add_option("--data", f->data, "dataset name (stories, add, reverse, dates) or a file path")->required();
+    cmd->add_option("--out", f->out, "output folder")->required();
+    cmd->add_option("--base", f->base, "base checkpoint to fine-tune");
+    cmd->add_flag("--resume", f->resume, "continue the run in --out exactly where it stopped");
+    cmd->add_flag("--json", f->json_out, "print the final results as one JSON object on the last line");
+    cmd->add_option("--n_layer", f->model.n_layer, "transformer blocks")->check(CLI::Range(1, 1024))->capture_default_str();
+    cmd->add_option("--n_head", f->model.n_head, "attention heads")->check(CLI::Range(1, 1024))->capture_default_str();
+    cmd->add_option("--n_embd", f->model.n_embd, "width")->check(CLI::Range(1, 1 << 16))->capture_default_str();
+    cmd->add_option("--block", f->model.block_size, "block size (longest sequence)")->check(CLI::Range(1, 1 << 16))->capture_default_str();
+    cmd->add_option("--dropout", f->model.dropout, "dropout probability")->check(CLI::Range(0.0, 0.99))->capture_default_str();
+    cmd->add_option("--steps", f->train.steps, "optimizer steps")->check(CLI::Range(0, 1 << 30))->capture_default_str();
+    cmd->add_option("--batch", f->train.batch, "sequences per micro-batch")->check(CLI::Range(1, 1 << 16))->capture_default_str();
+    cmd->add_option("--grad_accum", f->train.grad_accum, "micro-batches per step")->check(CLI::Range(1, 1 << 16))->capture_default_str();
+    cmd->add_option("--lr", f->train.lr, "peak learning rate")->check(CLI::Range(1e-12, 10.0))->capture_default_str();
+    cmd->add_option("--min_lr", f->train.min_lr, "final learning rate of the cosine decay")->check(CLI::Range(0.0, 10.0))->capture_default_str();
+    cmd->add_option("--warmup", f->train.warmup, "warmup steps")->check(CLI::Range(0, 1 << 30))->capture_default_str();
+    cmd->add_option("--weight_decay", f->train.weight_decay, "AdamW weight decay")->check(CLI::Range(0.0, 10.0))->capture_default_str();
+    cmd->add_option("--grad_clip", f->train.grad_clip, "global-norm clipping (0 = off)")->check(CLI::Range(0.0, 1e6))->capture_default_str();
+    cmd->add_option("--eval_every", f->train.eval_every, "validate and checkpoint every N steps")->check(CLI::Range(0, 1 << 30))->capture_default_str();
+    cmd->add_option("--eval_iters", f->train.eval_iters, "validation batches")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+    cmd->add_flag("--skip_nonfinite", f->train.skip_nonfinite, "skip a batch whose loss or gradient is NaN/Inf instead of stopping");
+    cmd->add_option("--samples", f->samples, "characters to sample before and after")->check(CLI::Range(0, 100000))->capture_default_str();
+    cmd->add_option("--prompt", f->prompt, "prompt for the samples (text data)");
+    f->method.add(*cmd);
+    cmd->callback([f, cmd]() { run_train(*f, *cmd); });
+}

@@ -1,0 +1,184 @@
+// cli/cmd_use.cpp — using a trained model: `generate`, `eval`, `forward`, `merge`, `inspect`.
+// Each takes --model CKPT and, where it applies, --adapter DIR (several: the last is active).
+#include <cmath>
+#include <sys/stat.h>
+#include "common.h"
+#include "engine/fileio.h"
+#include "engine/safetensors.h"
+#include "models/checkpoint.h"
+#include "models/train.h"
+#include "peft/peft.h"
+
+namespace {
+
+struct Loaded {
+    Checkpoint ck;
+    std::unique_ptr<PeftModel> peft;
+};
+
+// The base checkpoint plus every --adapter folder, the last one active.
+Loaded load_model(const std::string& ckpt, const std::vector<std::string>& adapters) {
+    Loaded l{load_checkpoint(ckpt), nullptr};
+    l.peft = std::make_unique<PeftModel>(*l.ck.model);
+    Rng rng(0);
+    for (size_t i = 0; i < adapters.size(); i++)
+        l.peft->add(adapters.size() == 1 ? "default" : fmt::format("adapter{}", i), load_adapter(adapters[i], *l.ck.model, rng));
+    return l;
+}
+
+struct UseFlags {
+    CommonFlags common;
+    std::string model, data, text, out, prompt = "\n";
+    std::vector<std::string> adapters;
+    int64_t max_new = 200, top_k = 20, batch = 16, eval_iters = 20, accuracy_examples = 200;
+    float temperature = 0.8f;
+    bool json_out = false;
+};
+
+void add_model_flags(CLI::App* cmd, UseFlags& f, bool adapters = true) {
+    f.common.add(*cmd);
+    cmd->add_option("--model", f.model, "model checkpoint (model.safetensors)")->required();
+    if (adapters) cmd->add_option("--adapter", f.adapters, "adapter folder(s); the last one is active");
+}
+
+void run_generate(UseFlags& f) {
+    f.common.apply();
+    Loaded l = load_model(f.model, f.adapters);
+    Rng rng(f.common.seed);
+    std::vector<int32_t> ids = l.ck.tokenizer.encode(f.prompt);
+    std::vector<int32_t> out = l.ck.model->generate(ids, f.max_new, f.temperature, f.top_k, rng);
+    fmt::print("{}\n", l.ck.tokenizer.decode(out));
+}
+
+void run_eval(UseFlags& f) {
+    f.common.apply();
+    Loaded l = load_model(f.model, f.adapters);
+    GPT& m = *l.ck.model;
+    const std::string path = resolve_dataset(f.data);
+    nlohmann::json j = {{"data", path}};
+    const int64_t room = m.config.block_size - (m.hooks ? m.hooks->n_virtual() + m.hooks->n_prefix() : 0);
+    std::unique_ptr<TextDataset> text;
+    std::unique_ptr<TaskDataset> task;
+    if (is_task_file(path)) task = std::make_unique<TaskDataset>(path, l.ck.tokenizer, room);
+    else text = std::make_unique<TextDataset>(path, l.ck.tokenizer);
+    TrainData data{text.get(), task.get()};
+    j["val_loss"] = evaluate(m, data, f.batch, data_block(m, data, 0), f.eval_iters, f.common.seed);
+    fmt::print("validation loss: {:.4f} ({} batches of {})\n", j["val_loss"].get<double>(), f.eval_iters, f.batch);
+    if (task) {
+        const Tokenizer& tok = l.ck.tokenizer;
+        Rng rng(0);
+        auto gen = [&](const std::string& prompt, size_t n) {
+            std::vector<int32_t> ids = tok.encode(prompt), out = m.generate(ids, int64_t(n), 0.f, 0, rng);
+            return tok.decode(std::vector<int32_t>(out.begin() + int64_t(ids.size()), out.end()));
+        };
+        j["accuracy"] = task->exact_match(gen, Split::Val, f.accuracy_examples);
+        fmt::print("task accuracy: {:.1f}% (exact match, greedy)\n", 100 * j["accuracy"].get<double>());
+    }
+    if (f.json_out) fmt::print("{}\n", j.dump());
+}
+
+void run_forward(UseFlags& f) {
+    f.common.apply();
+    Loaded l = load_model(f.model, f.adapters);
+    std::vector<int32_t> ids = l.ck.tokenizer.encode(f.text);
+    ENGINE_CHECK(!ids.empty(), ValueError, "--text is empty");
+    NoGradGuard ng;
+    Tensor tokens = Tensor::from_ints(ids, {int64_t(ids.size())});
+    Tensor logits = l.ck.model->forward(tokens.view_as({1, int64_t(ids.size())}));
+    save_safetensors(f.out, {{"tokens", tokens}, {"logits", logits.view_as({int64_t(ids.size()), logits.size(2)})}},
+                     {{"format", "pt"}});
+    fmt::print("wrote {}: tokens [{}], logits [{}, {}]\n", f.out, ids.size(), ids.size(), logits.size(2));
+}
+
+void run_merge(UseFlags& f) {
+    f.common.apply();
+    ENGINE_CHECK(f.adapters.size() == 1, ValueError, "merge takes exactly one --adapter, got {}", f.adapters.size());
+    Loaded l = load_model(f.model, f.adapters);
+    Method* m = l.peft->active();
+    ENGINE_CHECK(m->can_merge(), ValueError, "{} adapters cannot be merged into the base weights (only LORA and IA3 can)",
+                 m->peft_type());
+    // logits before merging, to state how exactly the merge reproduces them
+    std::vector<int32_t> probe;
+    for (int64_t i = 0; i < std::min<int64_t>(16, l.ck.model->config.block_size); i++)
+        probe.push_back(int32_t(i % l.ck.model->config.vocab_size));
+    NoGradGuard ng;
+    Tensor ids = Tensor::from_ints(probe, {1, int64_t(probe.size())});
+    std::vector<float> before = l.ck.model->forward(ids).to_vector();
+    m->merge(*l.ck.model);
+    l.peft->disable();
+    std::vector<float> after = l.ck.model->forward(ids).to_vector();
+    double worst = 0;
+    for (size_t i = 0; i < before.size(); i++) worst = std::max(worst, double(std::fabs(before[i] - after[i])));
+    save_checkpoint(f.out, *l.ck.model, l.ck.tokenizer);
+    fmt::print("merged {} into {}: wrote {} (max |logit difference| merged vs unmerged: {:.3g})\n", m->peft_type(),
+               f.model, f.out, worst);
+}
+
+void run_inspect(const std::string& path) {
+    struct stat st{};
+    ENGINE_CHECK(stat(path.c_str(), &st) == 0, FileError, "{}: no such file or folder", path);
+    std::string file = path;
+    if (S_ISDIR(st.st_mode)) {
+        const std::string cfg = path + "/adapter_config.json";
+        fmt::print("adapter folder {}\n{}:\n{}\n", path, cfg, read_file(cfg, 1 << 20));
+        file = path + "/adapter_model.safetensors";
+    }
+    SafeTensors s = load_safetensors(file);
+    int64_t total = 0;
+    fmt::print("{}: {} tensors\n", file, s.tensors.size());
+    for (auto& [name, t] : s.tensors) {
+        fmt::print("  {:<60} {}\n", name, describe(t));
+        total += t.numel();
+    }
+    fmt::print("{} values in all\nmetadata:\n", total);
+    for (auto& [k, v] : s.metadata) fmt::print("  {}: {}\n", k, v.size() > 300 ? v.substr(0, 300) + "..." : v);
+}
+
+}  // namespace
+
+void add_generate_command(CLI::App& app) {
+    auto f = std::make_shared<UseFlags>();
+    CLI::App* cmd = app.add_subcommand("generate", "sample text from a model (optionally with adapters)");
+    add_model_flags(cmd, *f);
+    cmd->add_option("--prompt", f->prompt, "text to continue");
+    cmd->add_option("--max_new", f->max_new, "tokens to sample")->check(CLI::Range(0, 1 << 20))->capture_default_str();
+    cmd->add_option("--temperature", f->temperature, "0 = greedy")->check(CLI::Range(0.0, 100.0))->capture_default_str();
+    cmd->add_option("--top_k", f->top_k, "sample among the k likeliest (0 = all)")->check(CLI::Range(0, 1 << 20))->capture_default_str();
+    cmd->callback([f]() { run_generate(*f); });
+}
+
+void add_eval_command(CLI::App& app) {
+    auto f = std::make_shared<UseFlags>();
+    CLI::App* cmd = app.add_subcommand("eval", "validation loss (and task accuracy) of a model on a dataset");
+    add_model_flags(cmd, *f);
+    cmd->add_option("--data", f->data, "dataset name or path")->required();
+    cmd->add_option("--batch", f->batch, "sequences per batch")->check(CLI::Range(1, 1 << 16))->capture_default_str();
+    cmd->add_option("--eval_iters", f->eval_iters, "batches")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+    cmd->add_option("--accuracy_examples", f->accuracy_examples, "task examples for accuracy")->check(CLI::Range(1, 1 << 20));
+    cmd->add_flag("--json", f->json_out, "print the results as one JSON object on the last line");
+    cmd->callback([f]() { run_eval(*f); });
+}
+
+void add_forward_command(CLI::App& app) {
+    auto f = std::make_shared<UseFlags>();
+    CLI::App* cmd = app.add_subcommand("forward", "write the tokens and logits of a text to a safetensors file");
+    add_model_flags(cmd, *f);
+    cmd->add_option("--text", f->text, "input text")->required();
+    cmd->add_option("--out", f->out, "output .safetensors file")->required();
+    cmd->callback([f]() { run_forward(*f); });
+}
+
+void add_merge_command(CLI::App& app) {
+    auto f = std::make_shared<UseFlags>();
+    CLI::App* cmd = app.add_subcommand("merge", "merge a LoRA or IA3 adapter into the base weights");
+    add_model_flags(cmd, *f);
+    cmd->add_option("--out", f->out, "merged checkpoint file")->required();
+    cmd->callback([f]() { run_merge(*f); });
+}
+
+void add_inspect_command(CLI::App& app) {
+    auto path = std::make_shared<std::string>();
+    CLI::App* cmd = app.add_subcommand("inspect", "show what a checkpoint or adapter folder holds");
+    cmd->add_option("path", *path, "a .safetensors file or an adapter folder")->required();
+    cmd->callback([path]() { run_inspect(*path); });
+}

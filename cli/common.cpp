@@ -1,0 +1,54 @@
+// cli/common.cpp — JSON config files, shared flags, printing helpers.
+#include "common.h"
+#include <unistd.h>
+#include <sstream>
+#include "engine/parallel.h"
+
+std::string JsonConfig::to_config(const CLI::App*, bool, bool, std::string) const { return "{}"; }
+
+std::vector<CLI::ConfigItem> JsonConfig::from_config(std::istream& input) const {
+    std::stringstream ss;
+    ss << input.rdbuf();
+    nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
+    if (j.is_discarded() || !j.is_object()) throw CLI::ConversionError("--config: the file is not a JSON object");
+    std::vector<CLI::ConfigItem> items;
+    for (auto& [key, value] : j.items()) {
+        CLI::ConfigItem item;
+        item.name = key;
+        if (value.is_array()) {
+            for (auto& v : value) item.inputs.push_back(v.is_string() ? v.get<std::string>() : v.dump());
+        } else if (value.is_boolean()) {
+            item.inputs = {value.get<bool>() ? "true" : "false"};
+        } else if (value.is_string()) {
+            item.inputs = {value.get<std::string>()};
+        } else if (value.is_number()) {
+            item.inputs = {value.dump()};
+        } else {
+            throw CLI::ConversionError("--config: key '" + key + "' must be a number, string, boolean or list");
+        }
+        items.push_back(item);
+    }
+    return items;
+}
+
+void CommonFlags::add(CLI::App& cmd) {
+    cmd.add_option("--threads", threads, "threads for OpenMP and OpenBLAS (default: OMP_NUM_THREADS or all cores)")
+        ->check(CLI::Range(1, 1024));
+    cmd.add_option("--seed", seed, "random seed")->capture_default_str();
+    cmd.set_config("--config", "", "JSON file with flags as keys, e.g. {\"steps\": 200}");
+    cmd.config_formatter(std::make_shared<JsonConfig>());
+}
+
+void CommonFlags::apply() const {
+    if (threads > 0) set_num_threads(threads);
+}
+
+std::string mib(int64_t b) { return fmt::format("{:.2f} MiB", double(b) / (1024.0 * 1024.0)); }
+
+std::string human_bytes(int64_t b) {
+    if (b < 1024) return fmt::format("{} B", b);
+    if (b < 1024 * 1024) return fmt::format("{:.1f} KiB", double(b) / 1024.0);
+    return mib(b);
+}
+
+bool stdout_is_terminal() { return isatty(STDOUT_FILENO) == 1; }

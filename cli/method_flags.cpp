@@ -1,0 +1,85 @@
+// cli/method_flags.cpp — from flags to an adapter_config.json object.
+#include "method_flags.h"
+#include <fstream>
+#include <sstream>
+#include "engine/check.h"
+#include "engine/fileio.h"
+
+void MethodFlags::add(CLI::App& cmd) {
+    cmd.add_option("--method", method, "full | lora | ia3 | adapter | prefix | prompt | ptuning")
+        ->check(CLI::IsMember({"full", "lora", "ia3", "adapter", "prefix", "prompt", "ptuning"}))->capture_default_str();
+    cmd.add_option("--method_config", method_config, "adapter_config.json-style file with the method's options");
+    auto* g = cmd.add_option_group("PEFT options", "named like the HF PEFT config fields");
+    g->add_option("--r", r, "LoRA rank")->check(CLI::Range(1, 1 << 16));
+    g->add_option("--lora_alpha", lora_alpha, "LoRA scaling numerator (scale = alpha / r)");
+    g->add_option("--lora_dropout", lora_dropout, "dropout on the LoRA branch")->check(CLI::Range(0.0, 0.99));
+    g->add_flag("--use_rslora", use_rslora, "scale by alpha / sqrt(r)");
+    g->add_option("--target_modules", target_modules, "module names, e.g. q_proj v_proj")->delimiter(',');
+    g->add_option("--feedforward_modules", feedforward_modules, "IA3: modules scaled on their input")->delimiter(',');
+    g->add_option("--placement", placement, "adapters: houlsby | pfeiffer")->check(CLI::IsMember({"houlsby", "pfeiffer"}));
+    g->add_option("--bottleneck_size", bottleneck_size, "adapters: bottleneck width m")->check(CLI::Range(1, 1 << 20));
+    g->add_option("--reduction_factor", reduction_factor, "adapters: m = n_embd / factor")->check(CLI::Range(1, 1 << 20));
+    g->add_option("--non_linearity", non_linearity, "adapters: relu | gelu | silu")->check(CLI::IsMember({"relu", "gelu", "silu"}));
+    g->add_option("--num_virtual_tokens", num_virtual_tokens, "prefix / prompt / P-tuning length P")->check(CLI::Range(1, 1 << 16));
+    g->add_flag("--prefix_projection", prefix_projection, "prefix tuning: train through an MLP reparametrisation");
+    g->add_option("--encoder_hidden_size", encoder_hidden_size, "prefix projection / P-tuning encoder width")->check(CLI::Range(1, 1 << 20));
+    g->add_option("--encoder_num_layers", encoder_num_layers, "P-tuning LSTM layers")->check(CLI::Range(1, 16));
+    g->add_option("--encoder_reparameterization_type", encoder_reparameterization_type, "P-tuning: MLP | LSTM")
+        ->check(CLI::IsMember({"MLP", "LSTM"}));
+    g->add_option("--prompt_tuning_init", prompt_tuning_init, "prompt tuning: RANDOM | SAMPLE_VOCAB | TEXT")
+        ->check(CLI::IsMember({"RANDOM", "SAMPLE_VOCAB", "TEXT"}));
+    g->add_option("--prompt_tuning_init_text", prompt_tuning_init_text, "prompt tuning: text whose embeddings start the prompt");
+}
+
+nlohmann::json MethodFlags::to_config(const CLI::App& cmd, const Tokenizer& tok) const {
+    using json = nlohmann::json;
+    if (method == "full") return json::object();
+    json c = json::object();
+    if (!method_config.empty()) {
+        c = json::parse(read_file(method_config, 1 << 20), nullptr, false);
+        ENGINE_CHECK(c.is_object(), FileError, "{}: not a JSON object", method_config);
+    }
+    auto set = [&](const char* flag, const char* key, const json& value) {
+        if (cmd.count(flag) || !c.contains(key)) c[key] = value;
+    };
+    auto set_if_given = [&](const char* flag, const char* key, const json& value) {
+        if (cmd.count(flag)) c[key] = value;
+    };
+    if (method == "lora") {
+        c["peft_type"] = "LORA";
+        set("--r", "r", r);
+        set("--lora_alpha", "lora_alpha", lora_alpha);
+        set("--lora_dropout", "lora_dropout", lora_dropout);
+        set("--use_rslora", "use_rslora", use_rslora);
+        set_if_given("--target_modules", "target_modules", target_modules);
+    } else if (method == "ia3") {
+        c["peft_type"] = "IA3";
+        set_if_given("--target_modules", "target_modules", target_modules);
+        set_if_given("--feedforward_modules", "feedforward_modules", feedforward_modules);
+    } else if (method == "adapter") {
+        c["peft_type"] = "BOTTLENECK";
+        set("--placement", "placement", placement);
+        set("--non_linearity", "non_linearity", non_linearity);
+        set("--reduction_factor", "reduction_factor", reduction_factor);
+        set_if_given("--bottleneck_size", "bottleneck_size", bottleneck_size);
+    } else {
+        c["peft_type"] = method == "prefix" ? "PREFIX_TUNING" : method == "prompt" ? "PROMPT_TUNING" : "P_TUNING";
+        set("--num_virtual_tokens", "num_virtual_tokens", num_virtual_tokens);
+        set_if_given("--encoder_hidden_size", "encoder_hidden_size", encoder_hidden_size);
+        if (method == "prefix") set("--prefix_projection", "prefix_projection", prefix_projection);
+        if (method == "ptuning") {
+            set("--encoder_reparameterization_type", "encoder_reparameterization_type", encoder_reparameterization_type);
+            set("--encoder_num_layers", "encoder_num_layers", encoder_num_layers);
+        }
+        if (method == "prompt") {
+            set("--prompt_tuning_init", "prompt_tuning_init", prompt_tuning_init);
+            set_if_given("--prompt_tuning_init_text", "prompt_tuning_init_text", prompt_tuning_init_text);
+            if (c.value("prompt_tuning_init", "") == "TEXT") {
+                ENGINE_CHECK(c.contains("prompt_tuning_init_text") && c["prompt_tuning_init_text"].is_string(), ValueError,
+                             "--prompt_tuning_init TEXT needs --prompt_tuning_init_text");
+                c["prompt_tuning_init_ids"] = tok.encode(c["prompt_tuning_init_text"].get<std::string>());
+            }
+        }
+    }
+    return c;
+}

@@ -1,0 +1,26 @@
+// cli/method_flags.h — `--method` and the PEFT options as flags named like HF's config fields.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+#include "data/tokenizer.h"
+
+struct MethodFlags {
+    std::string method = "full";      // full | lora | ia3 | adapter | prefix | prompt | ptuning
+    std::string method_config;        // a JSON file with HF field names (adapter_config.json style)
+    // LoRA
+    int r = 8; double lora_alpha = 16, lora_dropout = 0.05; bool use_rslora = false;
+    std::vector<std::string> target_modules, feedforward_modules;
+    // bottleneck adapters
+    std::string placement = "houlsby", non_linearity = "relu"; int bottleneck_size = 0, reduction_factor = 16;
+    // prompt learning
+    int num_virtual_tokens = 8, encoder_hidden_size = 0, encoder_num_layers = 2;
+    bool prefix_projection = false;
+    std::string prompt_tuning_init = "RANDOM", prompt_tuning_init_text, encoder_reparameterization_type = "MLP";
+
+    void add(CLI::App& cmd);
+    // The adapter_config.json object for --method (HF field names), from the flags the user set
+    // (and --method_config); "full" gives an empty object. Unknown method -> ValueError.
+    nlohmann::json to_config(const CLI::App& cmd, const Tokenizer& tok) const;
+};
