@@ -43,40 +43,40 @@ static PTuningConfig parse_config(const json& j, const GPTConfig& model) {
     PTuningConfig c;
     std::vector<std::string> bad;
     auto present = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
+    auto reject = [&](const char* key, const char* should) {
+        bad.push_back(fmt::format("`{}` should be {} but the value passed is {}", key, should, j[key].dump()));
+    };
     auto read_int = [&](const char* key, int64_t& field, int64_t lo) {
         if (!present(key)) return;
         const json& v = j[key];
-        if (v.is_number_integer() && v.get<int64_t>() >= lo && v.get<int64_t>() <= (int64_t(1) << 24)) field = v.get<int64_t>();
-        else bad.push_back(fmt::format("`{}` should be a {} integer value but the value passed is {}", key,
-                                       lo > 0 ? "positive" : "non-negative", v.dump()));
+        const bool ok = v.is_number_integer() && v.get<int64_t>() >= lo && v.get<int64_t>() <= (int64_t(1) << 24);
+        if (ok) field = v.get<int64_t>();
+        else reject(key, lo > 0 ? "a positive integer value" : "a non-negative integer value");
     };
     read_int("num_virtual_tokens", c.num_virtual_tokens, 0);
     read_int("encoder_hidden_size", c.encoder_hidden_size, 1);
     read_int("encoder_num_layers", c.encoder_num_layers, 1);
     if (c.num_virtual_tokens >= model.block_size)
-        bad.push_back(fmt::format("`num_virtual_tokens` is {} but the model's block_size {} leaves no room for a real "
-                                  "token (num_virtual_tokens + sequence length must be <= block_size)",
+        bad.push_back(fmt::format("`num_virtual_tokens` is {} but the model's block_size {} leaves no room for a "
+                                  "real token (num_virtual_tokens + sequence length must be <= block_size)",
                                   c.num_virtual_tokens, model.block_size));
     if (present("encoder_reparameterization_type")) {
         const json& v = j["encoder_reparameterization_type"];
-        if (v.is_string() && (v == "MLP" || v == "LSTM")) c.encoder_reparameterization_type = v.get<std::string>();
-        else bad.push_back(fmt::format("`encoder_reparameterization_type` should be one of MLP, LSTM but the value passed is {}", v.dump()));
+        if (v == "MLP" || v == "LSTM") c.encoder_reparameterization_type = v.get<std::string>();
+        else reject("encoder_reparameterization_type", "one of MLP, LSTM");
     }
-    if (present("encoder_dropout") && !(j["encoder_dropout"].is_number() && j["encoder_dropout"].get<double>() == 0.0))
+    if (present("encoder_dropout") && j["encoder_dropout"] != 0.0)
         bad.push_back(fmt::format("`encoder_dropout` {} is not supported (only 0.0)", j["encoder_dropout"].dump()));
     if (present("save_encoder")) {
         if (j["save_encoder"].is_boolean()) c.save_encoder = j["save_encoder"].get<bool>();
-        else bad.push_back(fmt::format("`save_encoder` should be true or false but the value passed is {}", j["save_encoder"].dump()));
+        else reject("save_encoder", "true or false");
     }
     c.token_dim = model.n_embd;
     if (c.encoder_hidden_size == 0) c.encoder_hidden_size = model.n_embd;
-    if (present("token_dim") && !(j["token_dim"].is_number_integer() && j["token_dim"].get<int64_t>() == model.n_embd))
-        bad.push_back(fmt::format("`token_dim` is {} but the model's n_embd is {}", j["token_dim"].dump(), model.n_embd));
-    if (!bad.empty()) {
-        std::string msg = "invalid P_TUNING config:";
-        for (const std::string& b : bad) msg += "\n  " + b;
-        throw ValueError(msg);
-    }
+    if (present("token_dim") && j["token_dim"] != model.n_embd)
+        bad.push_back(fmt::format("`token_dim` is {} but the model's n_embd is {}", j["token_dim"].dump(),
+                                  model.n_embd));
+    if (!bad.empty()) throw ValueError(fmt::format("invalid P_TUNING config:\n  {}", fmt::join(bad, "\n  ")));
     return c;
 }
 
@@ -108,7 +108,8 @@ public:
         } else {
             mlp_ = {torch_linear(C, h, rng), torch_linear(h, h, rng), torch_linear(h, C, rng)};
         }
-        for (size_t k = 0; k < mlp_.size(); k++) mlp_[k].register_params(params, fmt::format("prompt_encoder.mlp_head.{}", 2 * k));
+        for (size_t k = 0; k < mlp_.size(); k++)   // torch.nn.Sequential indices: ReLUs sit at 1, 3
+            mlp_[k].register_params(params, fmt::format("prompt_encoder.mlp_head.{}", 2 * k));
     }
 
     std::string peft_type() const override { return "P_TUNING"; }
@@ -130,7 +131,8 @@ public:
         const int64_t P = cfg_.num_virtual_tokens, C = c.n_embd, h = cfg_.encoder_hidden_size;
         if (P == 0 || folded_) return P * C;
         if (cfg_.encoder_reparameterization_type == "MLP") return P * C + (C * h + h) + (h * h + h) + (h * C + C);
-        return P * C + LSTM::param_count(C, h, cfg_.encoder_num_layers, true) + (2 * h * 2 * h + 2 * h) + (2 * h * C + C);
+        return P * C + LSTM::param_count(C, h, cfg_.encoder_num_layers, true) + (2 * h * 2 * h + 2 * h) +
+               (2 * h * C + C);
     }
 
     void activate(GPT& model) override { model.hooks = this; }

@@ -35,45 +35,45 @@ static PromptTuningConfig parse_config(const json& j, const GPTConfig& model) {
     PromptTuningConfig c;
     std::vector<std::string> bad;
     auto present = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
+    auto reject = [&](const char* key, const char* should) {
+        bad.push_back(fmt::format("`{}` should be {} but the value passed is {}", key, should, j[key].dump()));
+    };
     if (present("num_virtual_tokens")) {
         const json& v = j["num_virtual_tokens"];
         if (v.is_number_integer() && v.get<int64_t>() >= 0) c.num_virtual_tokens = v.get<int64_t>();
-        else bad.push_back(fmt::format("`num_virtual_tokens` should be a non-negative integer value but the value passed is {}", v.dump()));
+        else reject("num_virtual_tokens", "a non-negative integer value");
     }
     if (c.num_virtual_tokens >= model.block_size)
-        bad.push_back(fmt::format("`num_virtual_tokens` is {} but the model's block_size {} leaves no room for a real "
-                                  "token (num_virtual_tokens + sequence length must be <= block_size)",
+        bad.push_back(fmt::format("`num_virtual_tokens` is {} but the model's block_size {} leaves no room for a "
+                                  "real token (num_virtual_tokens + sequence length must be <= block_size)",
                                   c.num_virtual_tokens, model.block_size));
     if (present("prompt_tuning_init")) {
         const json& v = j["prompt_tuning_init"];
-        if (v.is_string() && (v == "RANDOM" || v == "SAMPLE_VOCAB" || v == "TEXT")) c.prompt_tuning_init = v.get<std::string>();
-        else bad.push_back(fmt::format("`prompt_tuning_init` should be one of RANDOM, SAMPLE_VOCAB, TEXT but the value passed is {}", v.dump()));
+        if (v == "RANDOM" || v == "SAMPLE_VOCAB" || v == "TEXT") c.prompt_tuning_init = v.get<std::string>();
+        else reject("prompt_tuning_init", "one of RANDOM, SAMPLE_VOCAB, TEXT");
     }
     if (present("prompt_tuning_init_text")) {
-        if (j["prompt_tuning_init_text"].is_string()) c.prompt_tuning_init_text = j["prompt_tuning_init_text"].get<std::string>();
-        else bad.push_back(fmt::format("`prompt_tuning_init_text` should be a string but the value passed is {}", j["prompt_tuning_init_text"].dump()));
+        const json& v = j["prompt_tuning_init_text"];
+        if (v.is_string()) c.prompt_tuning_init_text = v.get<std::string>();
+        else reject("prompt_tuning_init_text", "a string");
     }
     if (present("prompt_tuning_init_ids")) {
         const json& v = j["prompt_tuning_init_ids"];
         bool ok = v.is_array();
         for (size_t i = 0; ok && i < v.size(); i++)
             ok = v[i].is_number_integer() && v[i].get<int64_t>() >= 0 && v[i].get<int64_t>() < model.vocab_size;
-        if (ok) for (const json& id : v) c.prompt_tuning_init_ids.push_back(id.get<int32_t>());
-        else bad.push_back(fmt::format("`prompt_tuning_init_ids` should be a list of token ids in [0, {}) but the value passed is {}",
-                                       model.vocab_size, v.dump()));
+        if (ok) c.prompt_tuning_init_ids = v.get<std::vector<int32_t>>();
+        else reject("prompt_tuning_init_ids", fmt::format("a list of token ids in [0, {})", model.vocab_size).c_str());
     }
     if (c.prompt_tuning_init == "TEXT" && c.prompt_tuning_init_ids.empty() && c.num_virtual_tokens > 0)
         bad.push_back("`prompt_tuning_init` is TEXT but no token ids were given: this library has no tokenizer, so "
-                      "put the token ids of `prompt_tuning_init_text` in \"prompt_tuning_init_ids\" (a list of ints; "
-                      "the peft CLI fills it from its tokenizer)");
+                      "put the token ids of `prompt_tuning_init_text` in \"prompt_tuning_init_ids\" (a list of "
+                      "ints; the peft CLI fills it from its tokenizer)");
     c.token_dim = model.n_embd;
-    if (present("token_dim") && !(j["token_dim"].is_number_integer() && j["token_dim"].get<int64_t>() == model.n_embd))
-        bad.push_back(fmt::format("`token_dim` is {} but the model's n_embd is {}", j["token_dim"].dump(), model.n_embd));
-    if (!bad.empty()) {
-        std::string msg = "invalid PROMPT_TUNING config:";
-        for (const std::string& b : bad) msg += "\n  " + b;
-        throw ValueError(msg);
-    }
+    if (present("token_dim") && j["token_dim"] != model.n_embd)
+        bad.push_back(fmt::format("`token_dim` is {} but the model's n_embd is {}", j["token_dim"].dump(),
+                                  model.n_embd));
+    if (!bad.empty()) throw ValueError(fmt::format("invalid PROMPT_TUNING config:\n  {}", fmt::join(bad, "\n  ")));
     return c;
 }
 
@@ -91,7 +91,8 @@ public:
             E_ = Tensor::empty({P, C});
             const std::vector<int32_t>& text = cfg.prompt_tuning_init_ids;
             for (int64_t p = 0; p < P; p++) {
-                const int64_t id = cfg.prompt_tuning_init == "TEXT" ? text[size_t(p) % text.size()] : int64_t(rng.below(uint64_t(V)));
+                const int64_t id = cfg.prompt_tuning_init == "TEXT" ? text[size_t(p) % text.size()]
+                                                                    : int64_t(rng.below(uint64_t(V)));
                 std::memcpy(E_.data() + p * C, model.wte.weight.data() + id * C, size_t(C) * sizeof(float));
             }
         }
@@ -100,13 +101,14 @@ public:
 
     std::string peft_type() const override { return "PROMPT_TUNING"; }
     json config_json() const override {
+        const std::string& text = cfg_.prompt_tuning_init_text;
         json j = {{"peft_type", "PROMPT_TUNING"},
                   {"task_type", "CAUSAL_LM"},
                   {"num_virtual_tokens", cfg_.num_virtual_tokens},
                   {"token_dim", cfg_.token_dim},
                   {"num_transformer_submodules", 1},
                   {"prompt_tuning_init", cfg_.prompt_tuning_init},
-                  {"prompt_tuning_init_text", cfg_.prompt_tuning_init_text.empty() ? json() : json(cfg_.prompt_tuning_init_text)},
+                  {"prompt_tuning_init_text", text.empty() ? json() : json(text)},
                   {"inference_mode", true}};
         if (!cfg_.prompt_tuning_init_ids.empty()) j["prompt_tuning_init_ids"] = cfg_.prompt_tuning_init_ids;
         return j;
