@@ -169,23 +169,23 @@ public:
 
     void load_state(const std::map<std::string, Tensor>& tensors, const std::string& file) override {
         const int64_t P = cfg_.num_virtual_tokens, C = cfg_.token_dim;
-        if (P > 0 && cfg_.save_encoder) {   // the encoder is in the file: restore it, unfolded
+        if (P == 0) return Method::load_state(tensors, file);   // expects an empty file
+        if (cfg_.save_encoder) {   // the encoder is in the file: restore it, unfolded
             std::map<std::string, Tensor> rest = tensors;
             auto it = rest.find("prompt_embeddings");
-            if (it != rest.end()) {   // redundant (encoder(E)), but its shape must still fit
+            if (it != rest.end()) {   // redundant (it is encoder(E)), but its shape must still fit
                 ENGINE_CHECK(it->second.shape() == Shape({P, C}), ValueError,
-                             "{}: tensor 'prompt_embeddings' has shape {} but this model needs [{}, {}]", file,
+                             "{}: tensor 'prompt_embeddings' has shape {} but this model needs F32[{}, {}]", file,
                              describe(it->second), P, C);
                 rest.erase(it);
             }
-            Method::load_state(rest, file);
-            return;
+            return Method::load_state(rest, file);
         }
         // Folded: the file's prompt_embeddings become the (trainable) virtual tokens, as in
         // prompt tuning. Validate against a list holding just that tensor; on error keep ours.
         ParamList folded;
-        Tensor E = P > 0 ? Tensor::zeros({P, C}) : Tensor();
-        if (P > 0) folded.add("prompt_embeddings", E);
+        Tensor E = Tensor::zeros({P, C});
+        folded.add("prompt_embeddings", E);
         std::swap(params, folded);
         try {
             Method::load_state(tensors, file);
@@ -193,7 +193,6 @@ public:
             std::swap(params, folded);
             throw;
         }
-        if (P == 0) return;
         E_ = E;
         lstm_ = LSTM();
         mlp_.clear();
