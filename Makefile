@@ -19,6 +19,25 @@ obj = $(patsubst %.cpp,$(BUILD)/obj/%.o,$(1))
 all: $(BUILD)/peft
 .PHONY: all deps test test-asan sanitize train bench-engine clean
 
+# `make train`: pretrain a base model on DATA (once; reused when present), then fine-tune it
+# with METHOD on the task TASK. Override any of these: make train METHOD=ia3 TASK=reverse
+DATA ?= stories
+TASK ?= dates
+METHOD ?= lora
+STEPS ?= 1500
+FT_STEPS ?= 400
+MODEL ?= --n_layer 4 --n_head 4 --n_embd 128 --block 64
+RUNS ?= runs
+train: $(BUILD)/peft
+	@if [ -f $(RUNS)/base/model.safetensors ]; then echo "reusing the base model $(RUNS)/base/model.safetensors (delete it to pretrain again)"; \
+	else ./$(BUILD)/peft train --data $(DATA) --out $(RUNS)/base --steps $(STEPS) $(MODEL) --dropout 0.0 --eval_every 250; fi
+	./$(BUILD)/peft train --base $(RUNS)/base/model.safetensors --data $(TASK) --method $(METHOD) \
+	  --out $(RUNS)/$(METHOD)-$(TASK) --steps $(FT_STEPS) --lr 3e-3 --eval_every 100 --samples 40
+	@echo "logs and plots: $(RUNS)/base/{log.csv,loss.svg}, $(RUNS)/$(METHOD)-$(TASK)/{log.csv,loss.svg}"
+
+bench-engine: $(BUILD)/peft
+	./$(BUILD)/peft bench-engine --threads 2
+
 deps: $(BUILD)/.deps
 $(BUILD)/.deps:
 	@missing=$$(for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

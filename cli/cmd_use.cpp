@@ -7,6 +7,7 @@
 #include "engine/safetensors.h"
 #include "models/checkpoint.h"
 #include "models/train.h"
+#include "data/generate.h"
 #include "peft/peft.h"
 
 namespace {
@@ -181,4 +182,14 @@ void add_inspect_command(CLI::App& app) {
     CLI::App* cmd = app.add_subcommand("inspect", "show what a checkpoint or adapter folder holds");
     cmd->add_option("path", *path, "a .safetensors file or an adapter folder")->required();
     cmd->callback([path]() { run_inspect(*path); });
+}
+
+void add_gen_data_command(CLI::App& app) {
+    auto dir = std::make_shared<std::string>("data");
+    CLI::App* cmd = app.add_subcommand("gen-data", "regenerate the shipped toy datasets (deterministic)");
+    cmd->add_option("dir", *dir, "folder to write corpus.txt and tasks/ into")->capture_default_str();
+    cmd->callback([dir]() {
+        write_shipped_datasets(*dir);
+        fmt::print("wrote the shipped datasets into {}\n", *dir);
+    });
 }

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
     add_merge_command(app);
     add_inspect_command(app);
     add_bench_engine_command(app);
+    add_gen_data_command(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

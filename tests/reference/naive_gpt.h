@@ -57,7 +57,7 @@ inline std::vector<Vec> forward(GPT& m, const std::vector<int32_t>& ids, const P
     const GPTConfig& c = m.config;
     const int64_t T = int64_t(ids.size()), C = c.n_embd, H = c.n_head, D = C / H;
     Mat wte = param(m, "transformer.wte.weight"), wpe = param(m, "transformer.wpe.weight");
-    std::vector<Vec> x(size_t(T), Vec(size_t(C)));
+    std::vector<Vec> x(static_cast<size_t>(T), Vec(static_cast<size_t>(C)));
     for (int64_t t = 0; t < T; t++)
         for (int64_t i = 0; i < C; i++) x[size_t(t)][size_t(i)] = wte.at(ids[size_t(t)], i) + wpe.at(pos0 + t, i);
     for (int64_t l = 0; l < c.n_layer; l++) {
@@ -71,7 +71,7 @@ inline std::vector<Vec> forward(GPT& m, const std::vector<int32_t>& ids, const P
         std::vector<Vec> pk, pv;
         if (prefix.count(l)) { pk = prefix.at(l).first; pv = prefix.at(l).second; }
         const int64_t P = int64_t(pk.size());
-        std::vector<Vec> y(size_t(T), Vec(size_t(C), 0.0));
+        std::vector<Vec> y(static_cast<size_t>(T), Vec(static_cast<size_t>(C), 0.0));
         for (int64_t hh = 0; hh < H; hh++)
             for (int64_t i = 0; i < T; i++) {
                 // keys: P prefix rows, then real keys 0..i

@@ -1,0 +1,119 @@
+// tests/test_ops_loss.cpp — cross_entropy: gradients, values, ignore_index, extremes, errors, threads.
+#include <omp.h>
+#include <cmath>
+#include "helpers.h"
+#include "engine/ops.h"
+
+TEST_SUITE("ops") {
+
+// The direct formula in double: mean over kept rows of −log(exp(z_t) / Σ_j exp(z_j)).
+static double cross_entropy_reference(const Tensor& logits, const std::vector<int32_t>& targets) {
+    const int64_t V = logits.shape().back();
+    double total = 0;
+    int n = 0;
+    for (size_t r = 0; r < targets.size(); r++) {
+        if (targets[r] == -1) continue;
+        double s = 0;
+        for (int64_t j = 0; j < V; j++) s += std::exp(double(logits.data()[int64_t(r) * V + j]));
+        total += -std::log(std::exp(double(logits.data()[int64_t(r) * V + targets[r]])) / s);
+        n++;
+    }
+    return n ? total / n : 0;
+}
+
+TEST_CASE("ops: cross_entropy gradcheck passes with some targets ignored") {
+    Rng rng(41);
+    Tensor logits = param({2, 3, 7}, rng, 2.f);
+    Tensor targets = Tensor::from_ints({3, -1, 0, 6, -1, 2}, {2, 3});
+    GradcheckOptions opt;
+    opt.precise = true;
+    gradcheck("cross_entropy", [&](const std::vector<Tensor>& in) { return cross_entropy(in[0], targets); }, {logits},
+              opt);
+    // ignored rows get exactly zero gradient
+    for (int64_t j = 0; j < 7; j++) {
+        CHECK(logits.grad().data()[1 * 7 + j] == 0.f);
+        CHECK(logits.grad().data()[4 * 7 + j] == 0.f);
+    }
+}
+
+TEST_CASE("ops: cross_entropy forward matches the direct formula for (N,V) and (B,T,V)") {
+    Rng rng(42);
+    Tensor logits = Tensor::randn({6, 11}, rng, 3.f);
+    const std::vector<int32_t> t = {0, 10, -1, 5, 5, 3};
+    const double want = cross_entropy_reference(logits, t);
+    CHECK(cross_entropy(logits, Tensor::from_ints(t, {6})).item() == doctest::Approx(want).epsilon(1e-6));
+    CHECK(cross_entropy(logits.view_as({2, 3, 11}), Tensor::from_ints(t, {2, 3})).item() ==
+          doctest::Approx(want).epsilon(1e-6));
+}
+
+TEST_CASE("ops: cross_entropy of extreme logits is finite, with gradient softmax minus onehot") {
+    for (float big : {1e4f, 1e30f}) {
+        Tensor logits = Tensor::from({big, -big, 0.f,   //
+                                      big, -big, 0.f},
+                                     {2, 3});
+        logits.set_requires_grad(true);
+        Tensor loss = cross_entropy(logits, Tensor::from_ints({0, 1}, {2}));
+        // row 0: target is the max, loss 0; row 1: loss = big - (-big) = 2 big. Mean: big.
+        CHECK(std::isfinite(loss.item()));
+        CHECK(loss.item() == doctest::Approx(big).epsilon(1e-6));
+        loss.backward();
+        // softmax = (1, 0, 0) on both rows; dz = (p − onehot) / 2
+        const std::vector<double> want = {0, 0, 0, 0.5, -0.5, 0};
+        std::string why;
+        CHECK_MESSAGE(allclose(logits.grad().to_vector(), want, 1e-6, 1e-7, &why), why);
+    }
+}
+
+TEST_CASE("ops: cross_entropy with every target ignored is zero with zero gradient") {
+    Rng rng(43);
+    Tensor logits = param({3, 5}, rng);
+    Tensor loss = cross_entropy(logits, Tensor::from_ints({-1, -1, -1}, {3}));
+    CHECK(loss.item() == 0.f);
+    loss.backward();
+    for (float g : logits.grad().to_vector()) CHECK(g == 0.f);
+}
+
+TEST_CASE("ops: cross_entropy rejects a target outside the vocabulary, naming it and its position") {
+    Rng rng(44);
+    Tensor logits = Tensor::randn({2, 3, 5}, rng);
+    CHECK_THROWS_WITH_AS(cross_entropy(logits, Tensor::from_ints({0, 1, 2, 3, 4, 5}, {2, 3})),
+                         doctest::Contains("target 5 at position [1, 2]"), ValueError);
+    CHECK_THROWS_WITH_AS(cross_entropy(logits.view_as({6, 5}), Tensor::from_ints({0, -2, 0, 0, 0, 0}, {6})),
+                         doctest::Contains("target -2 at position [1]"), ValueError);
+    // another ignore_index makes -1 an error and the chosen value skipped
+    CHECK_THROWS_AS(cross_entropy(logits.view_as({6, 5}), Tensor::from_ints({-1, 0, 0, 0, 0, 0}, {6}), 99), ValueError);
+    CHECK(std::isfinite(cross_entropy(logits.view_as({6, 5}), Tensor::from_ints({99, 0, 0, 0, 0, 0}, {6}), 99).item()));
+}
+
+TEST_CASE("ops: cross_entropy rejects mismatched shapes, naming them") {
+    Rng rng(45);
+    Tensor logits = Tensor::randn({2, 3, 5}, rng);
+    CHECK_THROWS_WITH_AS(cross_entropy(logits, Tensor::from_ints({0, 0, 0}, {3})),
+                         doctest::Contains("logits [2, 3, 5] and targets [3]"), ShapeError);
+    CHECK_THROWS_WITH_AS(cross_entropy(Tensor::randn({5}, rng), Tensor::from_ints({0}, {1})),
+                         doctest::Contains("logits [5] and targets [1]"), ShapeError);
+    CHECK_THROWS_AS(cross_entropy(logits, Tensor::zeros({2, 3})), ValueError);   // float targets
+}
+
+TEST_CASE("ops: cross_entropy forward and backward are bitwise equal on 1 and 2 threads") {
+    Rng rng(46);
+    Tensor z0 = Tensor::randn({64, 301}, rng, 2.f);
+    std::vector<int32_t> t(64);
+    for (size_t i = 0; i < t.size(); i++) t[i] = i % 7 == 3 ? -1 : int32_t(rng.below(301));
+    Tensor targets = Tensor::from_ints(t, {64});
+    auto run = [&] {
+        Tensor z = z0.clone().set_requires_grad(true);
+        Tensor loss = cross_entropy(z, targets);
+        loss.backward();
+        return std::make_pair(loss.to_vector(), z.grad().to_vector());
+    };
+    const int prev = omp_get_max_threads();
+    omp_set_num_threads(1);
+    auto one = run();
+    omp_set_num_threads(2);
+    auto two = run();
+    omp_set_num_threads(prev);
+    CHECK(one == two);
+}
+
+}  // TEST_SUITE
