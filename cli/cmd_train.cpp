@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <algorithm>
 #include <fstream>
 #include "common.h"
 #include "engine/fileio.h"
@@ -159,9 +160,11 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
         else save_checkpoint(own_ckpt, *model, tok, meta);
     };
     LogRow last;
+    std::vector<double> step_ms;
     trainer.run(
         [&](const LogRow& r) {
             last = r;
+            step_ms.push_back(r.ms);
             csv << fmt::format("{},{:.6f},{},{:.6g},{:.1f}\n", r.step + 1, r.train_loss,
                                std::isnan(r.val_loss) ? std::string() : fmt::format("{:.6f}", r.val_loss), r.lr, r.tokens_per_s);
             train_pts.push_back({double(r.step + 1), r.train_loss});
@@ -200,11 +203,22 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
                    mib(4 * n), mib(8 * n));
     }
     fmt::print("wrote {}/{}, log.csv, loss.svg\n", f.out, method ? "adapter_config.json, adapter_model.safetensors" : "model.safetensors");
+    int64_t saved_bytes = 0;
+    for (const char* name : {"/adapter_model.safetensors", "/model.safetensors"}) {
+        struct stat st{};
+        if (saved_bytes == 0 && stat((f.out + name).c_str(), &st) == 0) saved_bytes = int64_t(st.st_size);
+    }
+    fmt::print("saved file size: {}\n", human_bytes(saved_bytes));
     if (f.json_out) {
+        std::sort(step_ms.begin(), step_ms.end());
         nlohmann::json j = {{"steps", trainer.step()}, {"train_loss", last.train_loss}, {"val_loss", last.val_loss},
+                            {"ms_per_step", step_ms.empty() ? 0.0 : step_ms[step_ms.size() / 2]},
+                            {"saved_file_bytes", saved_bytes},
+                            {"expected_trainable_params", method ? method->expected_params(model->config) : model->params.count()},
                             {"trainable_params", trainable.count(true)}, {"all_params", model->params.count() + (method ? method->params.count() : 0)},
                             {"peak_grads_bytes", ms.pk(Mem::Grads)}, {"peak_optimizer_bytes", ms.pk(Mem::Optimizer)},
-                            {"peak_saved_bytes", ms.pk(Mem::Saved)}, {"peak_rss_bytes", peak_rss_bytes()}};
+                            {"peak_saved_bytes", ms.pk(Mem::Saved)}, {"peak_rss_bytes", peak_rss_bytes()},
+                            {"method", f.method.method}};
         if (task) { j["accuracy_before"] = acc_before; j["accuracy_after"] = acc_after; }
         fmt::print("{}\n", j.dump());
     }

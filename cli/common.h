@@ -32,6 +32,7 @@ void add_inspect_command(CLI::App& app);
 void add_bench_engine_command(CLI::App& app);
 void add_gen_data_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_compare_command(CLI::App& app);
 
 std::string mib(int64_t bytes);            // "12.34 MiB"
 std::string human_bytes(int64_t bytes);    // "812 B", "14.2 KiB", "3.10 MiB"

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
     add_bench_engine_command(app);
     add_gen_data_command(app);
     add_bench_command(app);
+    add_compare_command(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

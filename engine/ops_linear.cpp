@@ -17,9 +17,7 @@ Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b) {
     float* yp = y.data();
     if (b.defined()) {   // y = b (broadcast over rows), then y += x Wᵀ
         const float* bp = b.data();
-#pragma omp parallel for schedule(static)
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t o = 0; o < out; o++) yp[r * out + o] = bp[o];
+        map_rows(yp, rows, out, [bp](int64_t, int64_t o) { return bp[o]; });
     }
     gemm(Trans::N, Trans::T, rows, out, in, 1.f, x.data(), W.data(), b.defined() ? 1.f : 0.f, yp);
 

@@ -110,6 +110,7 @@ LogRow Trainer::train_step() {
     step_++;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     row.tokens_per_s = secs > 0 ? double(tokens) / secs : 0;
+    row.ms = 1000 * secs;
     return row;
 }
 

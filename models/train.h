@@ -49,7 +49,7 @@ int64_t data_block(const GPT& model, const TrainData& data, int64_t requested);
 
 struct LogRow {
     int64_t step = 0;
-    double train_loss = 0, lr = 0, tokens_per_s = 0, grad_norm = 0;
+    double train_loss = 0, lr = 0, tokens_per_s = 0, grad_norm = 0, ms = 0;   // ms: wall time of the step
     double val_loss = std::numeric_limits<double>::quiet_NaN();   // NaN when not evaluated
 };
 
