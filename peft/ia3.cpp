@@ -19,6 +19,7 @@
 // restores copies of W and b taken at merge time, bit for bit.
 #include <algorithm>
 #include <cstring>
+#include "engine/kernels.h"
 #include "methods.h"
 
 // ---- config
@@ -132,16 +133,16 @@ public:
         for (Target& t : targets_) {
             Linear& lin = *t.lin;
             t.W_orig = lin.weight.clone(Mem::Params);
-            float* w = lin.weight.data();
-            const float* l = t.l.data();
-            const int64_t in = lin.in, out = lin.out;
-            const bool ff = t.ff;
-#pragma omp parallel for schedule(static)
-            for (int64_t o = 0; o < out; o++)
-                for (int64_t i = 0; i < in; i++) w[o * in + i] *= ff ? l[i] : l[o];   // columns : rows
-            if (!ff && lin.bias.defined()) {
+            const float *w = lin.weight.data(), *l = t.l.data();
+            const int64_t in = lin.in;
+            if (t.ff)   // the columns: W[o, i] · l[i]
+                map_rows(lin.weight.data(), lin.out, in, [w, l](int64_t k, int64_t i) { return w[k] * l[i]; });
+            else        // the rows: W[o, i] · l[o], and b[o] · l[o]
+                map_rows(lin.weight.data(), lin.out, in, [w, l, in](int64_t k, int64_t) { return w[k] * l[k / in]; });
+            if (!t.ff && lin.bias.defined()) {
                 t.b_orig = lin.bias.clone(Mem::Params);
-                for (int64_t o = 0; o < out; o++) lin.bias.data()[o] *= l[o];
+                const float* b = lin.bias.data();
+                map_n(lin.bias.data(), lin.out, [b, l](int64_t o) { return b[o] * l[o]; });
             }
         }
         install(false);   // the forward is now the plain base forward on the merged W, b

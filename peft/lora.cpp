@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstring>
 #include "engine/blas.h"
+#include "engine/kernels.h"
 #include "methods.h"
 
 // ---- the fused op
@@ -71,11 +72,8 @@ Tensor lora_linear(const Tensor& x, const Tensor& W, const Tensor& b, const Tens
         mask = draw_mask(rows * in, p, rng);
         xd = Tensor::empty(x.shape());
         const float* xp = x.data();
-        float* dp = xd.data();
         const uint32_t* m = bits(mask);
-#pragma omp parallel for schedule(static)
-        for (int64_t row = 0; row < rows; row++)
-            for (int64_t i = row * in; i < (row + 1) * in; i++) dp[i] = kept(m, i) * keep_scale * xp[i];
+        map_n(xd.data(), rows * in, [xp, m, keep_scale](int64_t i) { return kept(m, i) * keep_scale * xp[i]; });
     }
     Tensor u = Tensor::empty({rows, r});   // u = xd Aᵀ: (rows, r)
     gemm(Trans::N, Trans::T, rows, r, in, 1.f, xd.data(), A.data(), 0.f, u.data());
@@ -86,9 +84,7 @@ Tensor lora_linear(const Tensor& x, const Tensor& W, const Tensor& b, const Tens
     float* yp = y.data();
     if (b.defined()) {
         const float* bp = b.data();
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < rows; i++)
-            for (int64_t o = 0; o < out; o++) yp[i * out + o] = bp[o];
+        map_rows(yp, rows, out, [bp](int64_t, int64_t o) { return bp[o]; });
     }
     gemm(Trans::N, Trans::T, rows, out, in, 1.f, x.data(), W.data(), b.defined() ? 1.f : 0.f, yp);
     gemm(Trans::N, Trans::T, rows, out, r, s, u.data(), B.data(), 1.f, yp);
@@ -123,11 +119,9 @@ Tensor lora_linear(const Tensor& x, const Tensor& W, const Tensor& b, const Tens
             } else {
                 Tensor t = Tensor::empty({rows, in});
                 gemm(Trans::N, Trans::N, rows, in, r, 1.f, du.data(), As.data(), 0.f, t.data());
-                const float* tp = t.data();
+                const float *tp = t.data(), *d = dx.p;
                 const uint32_t* m = bits(*ms);
-#pragma omp parallel for schedule(static)
-                for (int64_t row = 0; row < rows; row++)
-                    for (int64_t i = row * in; i < (row + 1) * in; i++) dx.p[i] += kept(m, i) * keep_scale * tp[i];
+                map_n(dx.p, rows * in, [d, tp, m, keep_scale](int64_t i) { return d[i] + kept(m, i) * keep_scale * tp[i]; });
             }
         }
     });
@@ -258,12 +252,9 @@ public:
             t.W_orig = W.clone(Mem::Params);
             Tensor BA = Tensor::empty({out, in});   // as HF: delta = (B @ A) * s;  W += delta
             gemm(Trans::N, Trans::N, out, in, cfg_.r, 1.f, t.B.data(), t.A.data(), 0.f, BA.data());
-            float* w = W.data();
-            const float* d = BA.data();
+            const float *w = W.data(), *d = BA.data();
             const float s = s_;
-#pragma omp parallel for schedule(static)
-            for (int64_t o = 0; o < out; o++)
-                for (int64_t i = o * in; i < (o + 1) * in; i++) w[i] += d[i] * s;
+            map_n(W.data(), out * in, [w, d, s](int64_t i) { return w[i] + d[i] * s; });
         }
         install(false);   // the forward is now the plain base forward on the merged W
         merged_ = true;
