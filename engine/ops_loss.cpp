@@ -13,7 +13,8 @@
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index) {
     Shape rows_shape = logits.shape();   // what targets must be: the logits' shape without V
     if (rows_shape.ndim > 0) rows_shape.ndim--;
-    ENGINE_CHECK((logits.ndim() == 2 || logits.ndim() == 3) && targets.shape() == rows_shape && logits.shape().back() > 0,
+    ENGINE_CHECK((logits.ndim() == 2 || logits.ndim() == 3) && targets.shape() == rows_shape &&
+                     logits.shape().back() > 0,
                  ShapeError,
                  "cross_entropy: logits {} and targets {} do not match (need (N,V) with (N), or (B,T,V) with (B,T))",
                  logits.shape().str(), targets.shape().str());

@@ -18,8 +18,9 @@ static std::vector<double> attention_reference(const Tensor& q, const Tensor& k,
             for (int64_t j = 0; j < S; j++) {
                 const bool visible = j < P + i + 1;
                 if (!visible) continue;
+                const float *qi = q.data() + (bh * T + i) * D, *kj = k.data() + (bh * S + j) * D;
                 double dot = 0;
-                for (int64_t d = 0; d < D; d++) dot += double(q.data()[(bh * T + i) * D + d]) * k.data()[(bh * S + j) * D + d];
+                for (int64_t d = 0; d < D; d++) dot += double(qi[d]) * kj[d];
                 s[size_t(j)] = dot * scale;
                 m = std::max(m, s[size_t(j)]);
             }

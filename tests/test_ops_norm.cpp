@@ -42,7 +42,8 @@ TEST_CASE("ops: layernorm gradcheck passes for x, w and b") {
     Tensor x = param({2, 3, 7}, rng), w = param({7}, rng), b = param({7}, rng);
     GradcheckOptions opt;
     opt.precise = true;
-    gradcheck("layernorm", [](const std::vector<Tensor>& in) { return layernorm(in[0], in[1], in[2]); }, {x, w, b}, opt);
+    gradcheck("layernorm", [](const std::vector<Tensor>& in) { return layernorm(in[0], in[1], in[2]); }, {x, w, b},
+              opt);
 }
 
 TEST_CASE("ops: layernorm gradcheck passes without a bias and with only some inputs trainable") {
