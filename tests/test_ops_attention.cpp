@@ -159,13 +159,14 @@ TEST_CASE("ops: causal_attention rejects mismatched shapes, naming all of them")
     CHECK_THROWS_AS(causal_attention(q, k, k, -2, 1.f), ShapeError);
 }
 
-// OpenBLAS may split a GEMM differently for another thread count, so across thread counts the
-// results are only required to agree closely; at a fixed thread count they must be bitwise equal
-// run to run. (The engine's own loops in this op are bitwise thread-independent by construction.)
+// OpenBLAS splits a GEMM differently for another thread count (at these sizes the 1- and 2-thread
+// results do differ in the last bits), so across thread counts they need only agree closely; at a
+// fixed thread count they must be bitwise equal run to run. The op's own loops (softmax and its
+// backward) are thread-independent by construction, like every row-wise op.
 TEST_CASE("ops: causal_attention is bitwise reproducible at a fixed thread count and close across counts") {
     Rng rng(58);
-    Qkv a0 = random_qkv(rng, 2, 2, 100, 16, 3, false);
-    Tensor R = Tensor::randn({2, 2, 100, 16}, rng);
+    Qkv a0 = random_qkv(rng, 1, 2, 200, 64, 3, false);   // GEMMs big enough for OpenBLAS to thread
+    Tensor R = Tensor::randn({1, 2, 200, 64}, rng);
     auto run = [&] {
         Tensor q = a0.q.clone().set_requires_grad(true), k = a0.k.clone().set_requires_grad(true),
                v = a0.v.clone().set_requires_grad(true);
