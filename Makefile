@@ -17,7 +17,7 @@ TEST_SRC := $(wildcard tests/*.cpp)
 obj = $(patsubst %.cpp,$(BUILD)/obj/%.o,$(1))
 
 all: $(BUILD)/peft
-.PHONY: all deps test test-asan sanitize train bench-engine clean
+.PHONY: all deps test test-asan sanitize train bench-engine fuzz clean
 
 # `make train`: pretrain a base model on DATA (once; reused when present), then fine-tune it
 # with METHOD on the task TASK. Override any of these: make train METHOD=ia3 TASK=reverse
@@ -66,7 +66,23 @@ test: $(BUILD)/tests
 test-asan sanitize:
 	$(MAKE) test BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 
+# libFuzzer targets (clang) under ASan + UBSan, FUZZ_TIME seconds each, from the seed corpora.
+FUZZ_TIME ?= 60
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+fuzz:
+	$(MAKE) build-fuzz/libpeft.a BUILD=build-fuzz CXX=clang++ OPT=-O1 SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" \
+	  PKGS="$(PKGS) clang libomp-14-dev libclang-rt-14-dev"
+	@for t in safetensors adapter_config data; do \
+	  clang++ -std=c++17 -O1 -g -I. -fopenmp $(FUZZ_SAN) -fsanitize=fuzzer tests/fuzz/fuzz_$$t.cpp build-fuzz/libpeft.a \
+	    -o build-fuzz/fuzz_$$t $(LDLIBS) || exit 1; \
+	  mkdir -p build-fuzz/corpus/$$t && cp tests/fuzz/seeds/$$t/* build-fuzz/corpus/$$t/; \
+	  ./build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_TIME) -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+	    build-fuzz/corpus/$$t > build-fuzz/fuzz_$$t.log 2>&1; rc=$$?; echo "fuzz_$$t:"; \
+	  grep -E "^#[0-9]+ *DONE|number_of_executed_units" build-fuzz/fuzz_$$t.log; \
+	  [ $$rc = 0 ] || { tail -40 build-fuzz/fuzz_$$t.log; exit 1; }; \
+	done
+
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

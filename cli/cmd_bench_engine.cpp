@@ -104,7 +104,8 @@ void run_bench(int repeats) {
     }
 
     const int64_t B = 8, H = 6, T = 256, D = 64;
-    Tensor q = Tensor::randn({B, H, T, D}, rng), k = Tensor::randn({B, H, T, D}, rng), v = Tensor::randn({B, H, T, D}, rng);
+    Tensor q = Tensor::randn({B, H, T, D}, rng), k = Tensor::randn({B, H, T, D}, rng);
+    Tensor v = Tensor::randn({B, H, T, D}, rng);
     for (Tensor* t : {&q, &k, &v}) t->set_requires_grad(true);
     const float sc = 1.f / std::sqrt(float(D));
     Times m = time_fwd_bwd(repeats, {q, k, v}, [&] { return causal_attention(q, k, v, 0, sc); });

@@ -8,8 +8,9 @@
 // Query rows [i0, i1) see no key at or beyond P + i1, so each block of rows runs its GEMMs over
 // only the first P + i1 keys: at T = 256 with blocks of 64 rows that is 5/8 of the dense work.
 // Inside a block the few keys right of the diagonal are computed and then masked (A = 0 there);
-// the entries of A right of P + i1 are never written nor read. The GEMMs run one after another
-// (OpenBLAS threads inside each); the softmax passes between them are OpenMP loops over rows.
+// the entries of A right of P + i1 are never written nor read. Per head, the GEMMs of all blocks
+// run one after another (OpenBLAS threads inside each, never inside our parallel loops), and
+// between them one OpenMP loop over the head's rows does the softmax or its backward.
 #include <algorithm>
 #include <cmath>
 #include "blas.h"
@@ -18,12 +19,17 @@
 
 static constexpr int64_t kRowBlock = 64;
 
-// Rows i0..i1 of one head's scores a (row stride S): softmax over the n_i = P + i + 1 visible
-// keys, zero for the masked keys up to P + i1. n_i ≥ 1, so the max is finite for finite scores.
-static void masked_softmax_rows(float* a, int64_t i0, int64_t i1, int64_t P, int64_t S) {
+// The keys the GEMMs of query row i reach: all up to the end of i's block of rows.
+static int64_t block_keys(int64_t i, int64_t P, int64_t T) {
+    return P + std::min(T, (i / kRowBlock + 1) * kRowBlock);
+}
+
+// One head's scores a (T rows of Tk = P + T keys) become probabilities: row i is a softmax over its
+// P + i + 1 visible keys (≥ 1, so the max is finite), and 0 for the masked keys its GEMMs reach.
+static void masked_softmax(float* a, int64_t T, int64_t P, int64_t Tk) {
 #pragma omp parallel for schedule(static)
-    for (int64_t i = i0; i < i1; i++) {
-        float* row = a + i * S;
+    for (int64_t i = 0; i < T; i++) {
+        float* row = a + i * Tk;
         const int64_t n = P + i + 1;
         const float m = row_max(row, n);
 #pragma omp simd
@@ -31,7 +37,21 @@ static void masked_softmax_rows(float* a, int64_t i0, int64_t i1, int64_t P, int
         const float inv = float(1.0 / row_sum(row, n));
 #pragma omp simd
         for (int64_t j = 0; j < n; j++) row[j] *= inv;
-        std::fill(row + n, row + P + i1, 0.f);
+        std::fill(row + n, row + block_keys(i, P, T), 0.f);
+    }
+}
+
+// One head's softmax backward, in place: d holds dA on entry and dS = A ⊙ (dA − rowsum(dA ⊙ A)) on exit.
+static void masked_softmax_backward(const float* a, float* d, int64_t T, int64_t P, int64_t Tk) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < T; i++) {
+        const float* ai = a + i * Tk;
+        float* di = d + i * Tk;
+        const int64_t n = P + i + 1;
+        const float dot = float(row_dot(di, ai, n));
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) di[j] = ai[j] * (di[j] - dot);
+        std::fill(di + n, di + block_keys(i, P, T), 0.f);   // masked: A = 0, so no gradient
     }
 }
 
@@ -44,32 +64,35 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64
                  "causal_attention: q {}, k {} and v {} with n_prefix {} do not match "
                  "(need q (B,H,T,D) with T ≥ 1, and k, v (B,H,n_prefix+T,D))",
                  q.shape().str(), k.shape().str(), v.shape().str(), n_prefix);
-    const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), P = n_prefix, S = P + T;
+    const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), P = n_prefix, Tk = P + T;   // Tk keys
+    const int64_t last = (T - 1) / kRowBlock * kRowBlock;   // the start of the last block of rows
     const bool need_q = needs_grad(q), need_k = needs_grad(k), need_v = needs_grad(v);
     const bool any = need_q || need_k || need_v;
 
     // The probabilities A are kept for backward; without it one head's worth is scratch space.
-    Tensor y = Tensor::empty(q.shape()), A = any ? Tensor::empty({B, H, T, S}) : Tensor::empty({1, 1, T, S});
-    const int64_t a_stride = any ? T * S : 0;
+    Tensor y = Tensor::empty(q.shape()), A = any ? Tensor::empty({B, H, T, Tk}) : Tensor::empty({1, 1, T, Tk});
+    const int64_t a_stride = any ? T * Tk : 0;
     const float *qp = q.data(), *kp = k.data(), *vp = v.data();
     float *yp = y.data(), *ap = A.data();
     for (int64_t bh = 0; bh < B * H; bh++) {
-        const float *qb = qp + bh * T * D, *kb = kp + bh * S * D, *vb = vp + bh * S * D;
+        const float *qb = qp + bh * T * D, *kb = kp + bh * Tk * D, *vb = vp + bh * Tk * D;
         float *ab = ap + bh * a_stride, *yb = yp + bh * T * D;
-        for (int64_t i0 = 0; i0 < T; i0 += kRowBlock) {
-            const int64_t i1 = std::min(T, i0 + kRowBlock), rows = i1 - i0, n = P + i1;
-            // S[i0:i1, 0:n] = scale · q[i0:i1] k[0:n]ᵀ
-            gemm_ld(Trans::N, Trans::T, rows, n, D, scale, qb + i0 * D, D, kb, D, 0.f, ab + i0 * S, S);
-            masked_softmax_rows(ab, i0, i1, P, S);
-            // y[i0:i1] = A[i0:i1, 0:n] v[0:n]
-            gemm_ld(Trans::N, Trans::N, rows, D, n, 1.f, ab + i0 * S, S, vb, D, 0.f, yb + i0 * D, D);
+        for (int64_t i0 = last; i0 >= 0; i0 -= kRowBlock) {   // S[i0:i1, 0:n] = scale · q[i0:i1] k[0:n]ᵀ
+            const int64_t i1 = std::min(T, i0 + kRowBlock), n = P + i1;
+            gemm_ld(Trans::N, Trans::T, i1 - i0, n, D, scale, qb + i0 * D, D, kb, D, 0.f, ab + i0 * Tk, Tk);
+        }
+        masked_softmax(ab, T, P, Tk);
+        for (int64_t i0 = last; i0 >= 0; i0 -= kRowBlock) {   // y[i0:i1] = A[i0:i1, 0:n] v[0:n]
+            const int64_t i1 = std::min(T, i0 + kRowBlock), n = P + i1;
+            gemm_ld(Trans::N, Trans::N, i1 - i0, D, n, 1.f, ab + i0 * Tk, Tk, vb, D, 0.f, yb + i0 * D, D);
         }
     }
 
     // dv needs only A; dq needs k (and v for dA); dk needs q (and v).
     Saved as = any ? save(A) : Saved(), qs = need_k ? save(q) : Saved(), ks = need_q ? save(k) : Saved();
     Saved vs = need_q || need_k ? save(v) : Saved();
-    record(y, "causal_attention", {q, k, v}, [as, qs, ks, vs, B, H, T, D, P, S, scale](const Tensor& dy, Grads& g) {
+    record(y, "causal_attention", {q, k, v},
+           [as, qs, ks, vs, B, H, T, D, P, Tk, last, scale](const Tensor& dy, Grads& g) {
         // forward: S = scale q kᵀ, A = softmax(S) per row (masked entries are constant 0), y = A v. So
         //   dv = Aᵀ dy,  dA = dy vᵀ,  dS = A ⊙ (dA − rowsum(dA ⊙ A))  (softmax backward, per row),
         //   dq = scale · dS k,  dk = scale · dSᵀ q.
@@ -79,37 +102,31 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64
         const bool need_q = g.needs(0), need_k = g.needs(1), need_v = g.needs(2);
         GradBuf dq = need_q ? g.buf(0) : GradBuf(), dk = need_k ? g.buf(1) : GradBuf();
         GradBuf dv = need_v ? g.buf(2) : GradBuf();
-        Tensor dS = Tensor::empty({std::min(T, kRowBlock), S});   // one block of rows, reused
+        Tensor dS = Tensor::empty({T, Tk});   // one head's dA, then dS; reused
         float* ds = dS.data();
         const float *dyp = dy.data(), *ap = as.data();
         for (int64_t bh = 0; bh < B * H; bh++) {
-            const float *ab = ap + bh * T * S, *dyb = dyp + bh * T * D;
-            for (int64_t i0 = (T - 1) / kRowBlock * kRowBlock; i0 >= 0; i0 -= kRowBlock) {
-                const int64_t i1 = std::min(T, i0 + kRowBlock), rows = i1 - i0, n = P + i1;
-                const bool last_block = i1 == T;
-                if (need_v)   // dv[0:n] += A[i0:i1, 0:n]ᵀ dy[i0:i1]
-                    gemm_ld(Trans::T, Trans::N, n, D, rows, 1.f, ab + i0 * S, S, dyb + i0 * D, D,
-                            last_block ? dv.beta : 1.f, dv.p + bh * S * D, D);
-                if (!need_q && !need_k) continue;
-                const float* vb = vs.data() + bh * S * D;
-                // dA = dy[i0:i1] v[0:n]ᵀ, then dS in place, row by row
-                gemm_ld(Trans::N, Trans::T, rows, n, D, 1.f, dyb + i0 * D, D, vb, D, 0.f, ds, S);
-#pragma omp parallel for schedule(static)
-                for (int64_t i = i0; i < i1; i++) {
-                    const float* a = ab + i * S;
-                    float* d = ds + (i - i0) * S;
-                    const int64_t vis = P + i + 1;   // visible keys of query i
-                    const float dot = float(row_dot(d, a, vis));
-#pragma omp simd
-                    for (int64_t j = 0; j < vis; j++) d[j] = a[j] * (d[j] - dot);
-                    std::fill(d + vis, d + n, 0.f);
-                }
-                if (need_q)   // dq[i0:i1] = scale · dS k[0:n]
-                    gemm_ld(Trans::N, Trans::N, rows, D, n, scale, ds, S, ks.data() + bh * S * D, D, dq.beta,
-                            dq.p + bh * T * D + i0 * D, D);
-                if (need_k)   // dk[0:n] += scale · dSᵀ q[i0:i1]
-                    gemm_ld(Trans::T, Trans::N, n, D, rows, scale, ds, S, qs.data() + bh * T * D + i0 * D, D,
-                            last_block ? dk.beta : 1.f, dk.p + bh * S * D, D);
+            const float *ab = ap + bh * T * Tk, *dyb = dyp + bh * T * D;
+            for (int64_t i0 = last; need_v && i0 >= 0; i0 -= kRowBlock) {   // dv[0:n] += A[i0:i1, 0:n]ᵀ dy[i0:i1]
+                const int64_t i1 = std::min(T, i0 + kRowBlock), n = P + i1;
+                gemm_ld(Trans::T, Trans::N, n, D, i1 - i0, 1.f, ab + i0 * Tk, Tk, dyb + i0 * D, D,
+                        i0 == last ? dv.beta : 1.f, dv.p + bh * Tk * D, D);
+            }
+            if (!need_q && !need_k) continue;
+            const float* vb = vs.data() + bh * Tk * D;
+            for (int64_t i0 = last; i0 >= 0; i0 -= kRowBlock) {   // dA[i0:i1, 0:n] = dy[i0:i1] v[0:n]ᵀ
+                const int64_t i1 = std::min(T, i0 + kRowBlock), n = P + i1;
+                gemm_ld(Trans::N, Trans::T, i1 - i0, n, D, 1.f, dyb + i0 * D, D, vb, D, 0.f, ds + i0 * Tk, Tk);
+            }
+            masked_softmax_backward(ab, ds, T, P, Tk);
+            for (int64_t i0 = last; i0 >= 0; i0 -= kRowBlock) {
+                const int64_t i1 = std::min(T, i0 + kRowBlock), n = P + i1;
+                if (need_q)   // dq[i0:i1] = scale · dS[i0:i1, 0:n] k[0:n]
+                    gemm_ld(Trans::N, Trans::N, i1 - i0, D, n, scale, ds + i0 * Tk, Tk, ks.data() + bh * Tk * D, D,
+                            dq.beta, dq.p + (bh * T + i0) * D, D);
+                if (need_k)   // dk[0:n] += scale · dS[i0:i1, 0:n]ᵀ q[i0:i1]
+                    gemm_ld(Trans::T, Trans::N, n, D, i1 - i0, scale, ds + i0 * Tk, Tk, qs.data() + (bh * T + i0) * D,
+                            D, i0 == last ? dk.beta : 1.f, dk.p + bh * Tk * D, D);
             }
         }
     });

@@ -4,16 +4,25 @@
 // with m the row max (started at −inf), never as −log(softmax): that would overflow to +inf as
 // soon as a probability underflows. The backward recomputes the softmax from the saved logits
 // and the saved per-row (m, log Σ) instead of keeping a second (N, V) matrix of probabilities.
+#include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 #include "ops.h"
 #include "row_kernels.h"
+
+// "[b, t]" for (B,T) targets, "[r]" for (N) ones: where a bad target sits, for the error message.
+static std::string position(const Tensor& targets, int64_t r) {
+    if (targets.ndim() == 2) return fmt::format("[{}, {}]", r / targets.size(1), r % targets.size(1));
+    return fmt::format("[{}]", r);
+}
 
 // Mean over the non-ignored rows of logsumexp(logits_r) − logits_r[target_r].  -> (1)
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index) {
     Shape rows_shape = logits.shape();   // what targets must be: the logits' shape without V
     if (rows_shape.ndim > 0) rows_shape.ndim--;
-    ENGINE_CHECK((logits.ndim() == 2 || logits.ndim() == 3) && targets.shape() == rows_shape && logits.shape().back() > 0,
+    ENGINE_CHECK((logits.ndim() == 2 || logits.ndim() == 3) && targets.shape() == rows_shape &&
+                     logits.shape().back() > 0,
                  ShapeError,
                  "cross_entropy: logits {} and targets {} do not match (need (N,V) with (N), or (B,T,V) with (B,T))",
                  logits.shape().str(), targets.shape().str());
@@ -26,9 +35,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
     for (int64_t r = 0; r < N; r++) {   // validate before the parallel loop (no throwing inside it)
         if (tp[r] == ignore_index) continue;
         ENGINE_CHECK(tp[r] >= 0 && tp[r] < V, ValueError,
-                     "cross_entropy: target {} at position {} (of targets {}) is outside [0, {}) and is not the "
-                     "ignore_index {}", tp[r], targets.ndim() == 2 ? fmt::format("[{}, {}]", r / targets.size(1),
-                     r % targets.size(1)) : fmt::format("[{}]", r), targets.shape().str(), V, ignore_index);
+                     "cross_entropy: target {} at position {} of targets {} is outside [0, {}) and is not the "
+                     "ignore_index {}", tp[r], position(targets, r), targets.shape().str(), V, ignore_index);
         n_valid++;
     }
 
@@ -65,8 +73,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
         for (int64_t r = 0; r < N; r++) {
             const float* z = zp + r * V;
             const int32_t t = tp[r];
-            if (t == ignore_index) {
-                for (int64_t j = 0; j < V; j++) dz.acc(r * V + j, 0.f);
+            if (t == ignore_index) {   // no gradient: write zeros into a fresh buffer, leave an accumulating one
+                if (dz.beta == 0.f) std::fill(dz.p + r * V, dz.p + (r + 1) * V, 0.f);
                 continue;
             }
             const float m = sp[2 * r], log_s = sp[2 * r + 1];

@@ -53,7 +53,8 @@ Tensor layernorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps) {
             const float* wp = ws.data();
 #pragma omp parallel
             {
-                std::vector<float> dxhat(static_cast<size_t>(C)), xhat(static_cast<size_t>(C));   // one row's worth per thread
+                // per thread, the current row's dxhat and xhat
+                std::vector<float> dxhat(static_cast<size_t>(C)), xhat(static_cast<size_t>(C));
 #pragma omp for schedule(static)
                 for (int64_t r = 0; r < rows; r++) {
                     const float *xr = xp + r * C, *dyr = dyp + r * C;

@@ -21,6 +21,23 @@ static double cross_entropy_reference(const Tensor& logits, const std::vector<in
     return n ? total / n : 0;
 }
 
+// Backward twice without zeroing: the second pass adds (beta = 1) onto the first, so every
+// gradient must come out doubled.
+template <class F>
+static void check_gradients_accumulate(std::vector<Tensor> leaves, F loss) {
+    for (Tensor& t : leaves) t.zero_grad();
+    loss().backward();
+    std::vector<std::vector<float>> once;
+    for (Tensor& t : leaves) once.push_back(t.grad().to_vector());
+    loss().backward();
+    for (size_t i = 0; i < leaves.size(); i++) {
+        std::vector<double> twice(once[i].begin(), once[i].end());
+        for (double& v : twice) v *= 2;
+        std::string why;
+        CHECK_MESSAGE(allclose(leaves[i].grad().to_vector(), twice, 1e-6, 1e-7, &why), "input " << i << ": " << why);
+    }
+}
+
 TEST_CASE("ops: cross_entropy gradcheck passes with some targets ignored") {
     Rng rng(41);
     Tensor logits = param({2, 3, 7}, rng, 2.f);
@@ -34,6 +51,13 @@ TEST_CASE("ops: cross_entropy gradcheck passes with some targets ignored") {
         CHECK(logits.grad().data()[1 * 7 + j] == 0.f);
         CHECK(logits.grad().data()[4 * 7 + j] == 0.f);
     }
+}
+
+TEST_CASE("ops: cross_entropy gradients accumulate into an existing buffer, ignored rows adding nothing") {
+    Rng rng(47);
+    Tensor logits = param({4, 9}, rng);
+    Tensor targets = Tensor::from_ints({3, -1, 8, 0}, {4});
+    check_gradients_accumulate({logits}, [&] { return cross_entropy(logits, targets); });
 }
 
 TEST_CASE("ops: cross_entropy forward matches the direct formula for (N,V) and (B,T,V)") {

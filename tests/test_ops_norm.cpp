@@ -19,6 +19,23 @@ static auto with_1_and_2_threads(F fn) {
     return std::make_pair(one, two);
 }
 
+// Backward twice without zeroing: the second pass adds (beta = 1) onto the first, so every
+// gradient must come out doubled.
+template <class F>
+static void check_gradients_accumulate(std::vector<Tensor> leaves, F loss) {
+    for (Tensor& t : leaves) t.zero_grad();
+    loss().backward();
+    std::vector<std::vector<float>> once;
+    for (Tensor& t : leaves) once.push_back(t.grad().to_vector());
+    loss().backward();
+    for (size_t i = 0; i < leaves.size(); i++) {
+        std::vector<double> twice(once[i].begin(), once[i].end());
+        for (double& v : twice) v *= 2;
+        std::string why;
+        CHECK_MESSAGE(allclose(leaves[i].grad().to_vector(), twice, 1e-6, 1e-7, &why), "input " << i << ": " << why);
+    }
+}
+
 // ---- layernorm
 
 static std::vector<double> layernorm_reference(const Tensor& x, const Tensor& w, const Tensor& b, double eps) {
@@ -42,7 +59,8 @@ TEST_CASE("ops: layernorm gradcheck passes for x, w and b") {
     Tensor x = param({2, 3, 7}, rng), w = param({7}, rng), b = param({7}, rng);
     GradcheckOptions opt;
     opt.precise = true;
-    gradcheck("layernorm", [](const std::vector<Tensor>& in) { return layernorm(in[0], in[1], in[2]); }, {x, w, b}, opt);
+    gradcheck("layernorm", [](const std::vector<Tensor>& in) { return layernorm(in[0], in[1], in[2]); }, {x, w, b},
+              opt);
 }
 
 TEST_CASE("ops: layernorm gradcheck passes without a bias and with only some inputs trainable") {
@@ -55,6 +73,12 @@ TEST_CASE("ops: layernorm gradcheck passes without a bias and with only some inp
     Tensor xf = Tensor::randn({5, 6}, rng), wt = param({6}, rng);   // frozen x: only dw and db
     gradcheck("layernorm frozen x", [](const std::vector<Tensor>& in) { return layernorm(in[0], in[1], in[2]); },
               {xf, wt, b}, opt);
+}
+
+TEST_CASE("ops: layernorm gradients accumulate into existing gradient buffers") {
+    Rng rng(20);
+    Tensor x = param({6, 40}, rng), w = param({40}, rng), b = param({40}, rng), R = Tensor::randn({6, 40}, rng);
+    check_gradients_accumulate({x, w, b}, [&] { return projection_loss(layernorm(x, w, b), R); });
 }
 
 TEST_CASE("ops: layernorm forward matches a double reference") {
@@ -149,6 +173,12 @@ TEST_CASE("ops: softmax gradcheck passes on random input") {
     GradcheckOptions opt;
     opt.precise = true;
     gradcheck("softmax", [](const std::vector<Tensor>& in) { return softmax(in[0]); }, {x}, opt);
+}
+
+TEST_CASE("ops: softmax gradients accumulate into an existing gradient buffer") {
+    Rng rng(34);
+    Tensor x = param({6, 40}, rng), R = Tensor::randn({6, 40}, rng);
+    check_gradients_accumulate({x}, [&] { return projection_loss(softmax(x), R); });
 }
 
 TEST_CASE("ops: softmax forward matches a double reference") {
