@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include "engine/blas.h"
 #include "engine/kernels.h"
 #include "methods.h"
@@ -130,6 +131,8 @@ Tensor lora_linear(const Tensor& x, const Tensor& W, const Tensor& b, const Tens
 
 // ---- config
 
+constexpr int64_t kMaxRank = 65536;   // far above any useful rank; keeps r·in from overflowing
+
 struct LoraConfig {
     int64_t r = 8;                 // rank of the update, e.g. 8; r·(in + out) numbers per target
     double lora_alpha = 16;        // scale numerator, e.g. 16: s = lora_alpha / r
@@ -153,15 +156,20 @@ struct LoraConfig {
         if (const json* v = field("peft_type"); v && *v != "LORA")
             bad.push_back(fmt::format("`peft_type` is {}, not \"LORA\"", v->dump()));
         if (const json* v = field("r")) {
-            if (v->is_number_integer() && v->get<int64_t>() > 0) c.r = v->get<int64_t>();
-            else bad.push_back(fmt::format("`r` should be a positive integer value but the value passed is {}", v->dump()));
+            if (!v->is_number_integer() || v->get<int64_t>() <= 0)
+                bad.push_back(fmt::format("`r` should be a positive integer value but the value passed is {}", v->dump()));
+            else if (v->get<int64_t>() > kMaxRank) bad.push_back(fmt::format("`r` = {} is larger than the limit {}", v->dump(), kMaxRank));
+            else c.r = v->get<int64_t>();
         }
+        // Checked as the floats the op will use: 1e39 is no float, 0.99999999999 rounds to 1.0f.
         if (const json* v = field("lora_alpha")) {
-            if (v->is_number() && v->get<double>() > 0 && std::isfinite(v->get<double>())) c.lora_alpha = v->get<double>();
+            const double a = v->is_number() ? v->get<double>() : 0;
+            if (a > 0 && a <= std::numeric_limits<float>::max()) c.lora_alpha = a;
             else bad.push_back(fmt::format("`lora_alpha` should be a positive number but the value passed is {}", v->dump()));
         }
         if (const json* v = field("lora_dropout")) {
-            if (v->is_number() && v->get<double>() >= 0 && v->get<double>() < 1) c.lora_dropout = v->get<double>();
+            const double p = v->is_number() ? v->get<double>() : -1;
+            if (p >= 0 && p < 1 && float(p) < 1.f) c.lora_dropout = p;
             else bad.push_back(fmt::format("`lora_dropout` should be in [0, 1) but the value passed is {}", v->dump()));
         }
         if (const json* v = field("target_modules")) {

@@ -358,8 +358,11 @@ TEST_CASE("lora: bad config values are ValueErrors naming the field and the valu
     bad({{"r", 0}}, "`r` should be a positive integer value but the value passed is 0");
     bad({{"r", -3}}, "`r` should be a positive integer value but the value passed is -3");
     bad({{"r", "8"}}, "`r` should be a positive integer value but the value passed is \"8\"");
+    bad({{"r", int64_t(1) << 62}}, "`r` = 4611686018427387904 is larger than the limit 65536");
     bad({{"lora_alpha", 0}}, "`lora_alpha` should be a positive number but the value passed is 0");
+    bad({{"lora_alpha", 1e39}}, "`lora_alpha` should be a positive number");   // not a float: s would be inf
     bad({{"lora_dropout", 1.0}}, "`lora_dropout` should be in [0, 1) but the value passed is 1.0");
+    bad({{"lora_dropout", 0.99999999999}}, "`lora_dropout` should be in [0, 1)");   // 1.0 as a float
     bad({{"bias", "all"}}, "`bias` = \"all\" is not supported");
     bad({{"target_modules", "q_proj"}}, "`target_modules` should be a non-empty list");
     bad({{"use_dora", true}}, "`use_dora` = true is not supported");
