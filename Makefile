@@ -25,14 +25,15 @@ DATA ?= stories
 TASK ?= dates
 METHOD ?= lora
 STEPS ?= 1500
-FT_STEPS ?= 400
+FT_STEPS ?= 800
+FT_LR ?= 1e-2
 MODEL ?= --n_layer 4 --n_head 4 --n_embd 128 --block 64
 RUNS ?= runs
 train: $(BUILD)/peft
 	@if [ -f $(RUNS)/base/model.safetensors ]; then echo "reusing the base model $(RUNS)/base/model.safetensors (delete it to pretrain again)"; \
 	else ./$(BUILD)/peft train --data $(DATA) --out $(RUNS)/base --steps $(STEPS) $(MODEL) --dropout 0.0 --eval_every 250; fi
 	./$(BUILD)/peft train --base $(RUNS)/base/model.safetensors --data $(TASK) --method $(METHOD) \
-	  --out $(RUNS)/$(METHOD)-$(TASK) --steps $(FT_STEPS) --lr 3e-3 --eval_every 100 --samples 40
+	  --out $(RUNS)/$(METHOD)-$(TASK) --steps $(FT_STEPS) --lr $(FT_LR) --eval_every 100 --samples 40
 	@echo "logs and plots: $(RUNS)/base/{log.csv,loss.svg}, $(RUNS)/$(METHOD)-$(TASK)/{log.csv,loss.svg}"
 
 bench-engine: $(BUILD)/peft

@@ -96,8 +96,7 @@ void run_compare(CompareFlags& f) {
             throw ValueError(fmt::format("--methods: unknown '{}'; choose from {}", m, names));
         }
     }
-    if (mkdir(f.out.c_str(), 0755) != 0 && errno != EEXIST)
-        throw FileError(fmt::format("--out {}: cannot create the folder", f.out));
+    make_dirs(f.out);
     const std::string exe = self_exe();
     std::vector<nlohmann::json> rows;
     std::vector<Series> curves;
@@ -110,7 +109,7 @@ void run_compare(CompareFlags& f) {
         if (f.common.threads > 0) cmd += fmt::format(" --threads {}", f.common.threads);
         fmt::print("running {} ...\n", v.label);
         std::fflush(stdout);
-        if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) throw FileError(fmt::format("{}: cannot create", dir));
+        make_dirs(dir);
         nlohmann::json j = nlohmann::json::parse(run_json(cmd, dir + "/output.txt"), nullptr, false);
         ENGINE_CHECK(j.is_object(), Error, "{}: no JSON result (see {}/output.txt)", v.label, dir);
         j["label"] = v.label;

@@ -31,10 +31,7 @@ struct TrainFlags {
 };
 
 void ensure_dir(const std::string& dir) {
-    if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
-        throw FileError(fmt::format("--out {}: cannot create the folder: {}", dir, std::strerror(errno)));
-    struct stat st{};
-    ENGINE_CHECK(stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode), FileError, "--out {}: not a folder", dir);
+    make_dirs(dir);
     ENGINE_CHECK(access(dir.c_str(), W_OK) == 0, FileError, "--out {}: the folder is not writable", dir);
 }
 

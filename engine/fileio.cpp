@@ -102,3 +102,15 @@ std::string read_file(const std::string& path, size_t max_bytes) {
     }
     return out;
 }
+
+void make_dirs(const std::string& path) {
+    for (size_t pos = 1; pos <= path.size(); pos++) {
+        if (pos < path.size() && path[pos] != '/') continue;
+        const std::string part = path.substr(0, pos);
+        if (mkdir(part.c_str(), 0755) != 0 && errno != EEXIST)
+            throw FileError(fmt::format("{}: cannot create the folder {}: {}", path, part, std::strerror(errno)));
+    }
+    struct stat st{};
+    if (stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+        throw FileError(fmt::format("{}: not a folder", path));
+}

@@ -34,3 +34,6 @@ void atomic_write_file(const std::string& path, const std::string& bytes);
 // The whole file. Throws FileError naming the path if it is missing, a directory, unreadable,
 // or longer than max_bytes (checked before reading a regular file, while reading anything else).
 std::string read_file(const std::string& path, size_t max_bytes);
+
+// `mkdir -p`: creates the folder and its missing parents; FileError naming the path otherwise.
+void make_dirs(const std::string& path);

@@ -144,8 +144,7 @@ static const char* kConfigFile = "adapter_config.json";
 static const char* kWeightsFile = "adapter_model.safetensors";
 
 int64_t save_adapter(const std::string& dir, const Method& m, const GPT& model) {
-    if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
-        throw FileError(fmt::format("{}: cannot create adapter folder: {}", dir, std::strerror(errno)));
+    make_dirs(dir);
     json cfg = m.config_json();
     cfg["peft_type"] = m.peft_type();
     const std::string weights = dir + "/" + kWeightsFile;
