@@ -1,6 +1,7 @@
 # peft.cpp — `make` builds build/libpeft.a and build/peft; `make test` runs the doctest suite;
 # `make train` pretrains a small GPT on the shipped corpus. Missing Debian packages are
 # installed first (apt-get, with sudo when not root).
+MAKEFLAGS += -j$(shell nproc)
 CXX      ?= g++
 ARCH     ?= -march=native
 OPT      ?= -O2
