@@ -18,7 +18,7 @@ TEST_SRC := $(wildcard tests/*.cpp)
 obj = $(patsubst %.cpp,$(BUILD)/obj/%.o,$(1))
 
 all: $(BUILD)/peft
-.PHONY: all deps test test-asan sanitize train bench-engine fuzz clean
+.PHONY: all deps test test-asan sanitize train bench bench-engine fuzz clean
 
 # `make train`: pretrain a base model on DATA (once; reused when present), then fine-tune it
 # with METHOD on the task TASK. Override any of these: make train METHOD=ia3 TASK=reverse
@@ -36,6 +36,9 @@ train: $(BUILD)/peft
 	./$(BUILD)/peft train --base $(RUNS)/base/model.safetensors --data $(TASK) --method $(METHOD) \
 	  --out $(RUNS)/$(METHOD)-$(TASK) --steps $(FT_STEPS) --lr $(FT_LR) --eval_every 100 --samples 40
 	@echo "logs and plots: $(RUNS)/base/{log.csv,loss.svg}, $(RUNS)/$(METHOD)-$(TASK)/{log.csv,loss.svg}"
+
+bench: $(BUILD)/peft
+	./$(BUILD)/peft bench --suite --threads 2
 
 bench-engine: $(BUILD)/peft
 	./$(BUILD)/peft bench-engine --threads 2

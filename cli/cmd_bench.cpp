@@ -7,7 +7,10 @@
 // encoders) train. Attention adds 12·L·C·T²·B (QKᵀ and PV, forward and backward; the causal
 // half is counted in full, as PyTorch's reference figures do).
 #include <algorithm>
+#include <unistd.h>
+#include <array>
 #include <chrono>
+#include <cstdio>
 #include "common.h"
 #include "engine/optim.h"
 #include "engine/parallel.h"
@@ -21,8 +24,46 @@ struct BenchFlags {
     MethodFlags method;
     GPTConfig model;
     int64_t batch = 8, steps = 10, warmup_steps = 2;
-    bool json_out = false;
+    bool json_out = false, suite = false;
 };
+
+// `--suite`: the three reference configs for full and LoRA (q, k, v as one fused c_attn would
+// be), each in its own process so each peak RSS is its own; one summary table.
+void run_suite(const BenchFlags& f) {
+    struct Config { const char* name; int64_t L, H, C, T, B, V, steps; };
+    const Config configs[] = {{"tiny", 4, 4, 128, 64, 16, 96, 20},
+                              {"small", 6, 6, 384, 256, 8, 96, 10},
+                              {"gpt2", 12, 12, 768, 128, 4, 50257, 6}};
+    const char* methods[][2] = {{"full", "--method full"},
+                                {"lora", "--method lora --target_modules q_proj,k_proj,v_proj --lora_dropout 0"}};
+    std::array<char, 4096> exe{};
+    ENGINE_CHECK(readlink("/proc/self/exe", exe.data(), exe.size() - 1) > 0, FileError, "cannot find the running program");
+    std::string table = "| config (L,H,C,T,B,V) | method | trainable | ms/step | tokens/s | GFLOP/s | grads MiB | optimizer MiB | saved act. MiB | peak RSS MiB |\n"
+                        "|---|---|---|---|---|---|---|---|---|---|\n";
+    for (const Config& c : configs)
+        for (auto& m : methods) {
+            std::string cmd = fmt::format("'{}' bench --n_layer {} --n_head {} --n_embd {} --block {} --batch {} --vocab {} "
+                                          "--steps {} --json {}{}",
+                                          exe.data(), c.L, c.H, c.C, c.T, c.B, c.V, c.steps, m[1],
+                                          f.common.threads ? fmt::format(" --threads {}", f.common.threads) : "");
+            fmt::print("{}\n", cmd);
+            std::fflush(stdout);
+            std::string out, last;
+            if (FILE* p = popen(cmd.c_str(), "r")) {
+                std::array<char, 4096> buf{};
+                while (fgets(buf.data(), int(buf.size()), p)) { out += buf.data(); last = buf.data(); }
+                ENGINE_CHECK(pclose(p) == 0, Error, "bench failed: {}", out);
+            }
+            nlohmann::json j = nlohmann::json::parse(last, nullptr, false);
+            ENGINE_CHECK(j.is_object(), Error, "bench printed no JSON: {}", out);
+            auto mb = [&](const char* k) { return double(j[k].get<int64_t>()) / 1048576.0; };
+            table += fmt::format("| {} ({},{},{},{},{},{}) | {} | {} | {:.1f} | {:.0f} | {:.1f} | {:.2f} | {:.2f} | {:.1f} | {:.0f} |\n",
+                                 c.name, c.L, c.H, c.C, c.T, c.B, c.V, m[0], j["trainable_params"].get<int64_t>(),
+                                 j["ms_per_step"].get<double>(), j["tokens_per_s"].get<double>(), j["gflops"].get<double>(),
+                                 mb("peak_grads_bytes"), mb("peak_optimizer_bytes"), mb("peak_saved_bytes"), mb("peak_rss_bytes"));
+        }
+    fmt::print("\n{}", table);
+}
 
 double flops_per_step(const GPT& m, const Method* method, int64_t B, int64_t T) {
     const double L = double(m.config.n_layer), C = double(m.config.n_embd), V = double(m.config.vocab_size);
@@ -36,6 +77,7 @@ double flops_per_step(const GPT& m, const Method* method, int64_t B, int64_t T) 
 
 void run_bench(BenchFlags& f, const CLI::App& cmd) {
     f.common.apply();
+    if (f.suite) return run_suite(f);
     Rng rng(f.common.seed);
     GPT model(f.model, rng);
     PeftModel peft(model);
@@ -114,6 +156,7 @@ void add_bench_command(CLI::App& app) {
     cmd->add_option("--steps", f->steps, "timed steps")->check(CLI::Range(1, 1 << 20))->capture_default_str();
     cmd->add_option("--warmup_steps", f->warmup_steps, "untimed steps first")->check(CLI::Range(0, 1 << 20))->capture_default_str();
     cmd->add_flag("--json", f->json_out, "print the results as one JSON object on the last line");
+    cmd->add_flag("--suite", f->suite, "run the tiny, small and GPT-2-shape configs for full and LoRA; print one table");
     f->method.add(*cmd);
     cmd->callback([f, cmd]() { run_bench(*f, *cmd); });
 }
