@@ -105,8 +105,7 @@ void run_merge(UseFlags& f) {
     NoGradGuard ng;
     Tensor ids = Tensor::from_ints(probe, {1, int64_t(probe.size())});
     std::vector<float> before = l.ck.model->forward(ids).to_vector();
-    m->merge(*l.ck.model);
-    l.peft->disable();
+    m->merge(*l.ck.model);   // the merged weights are now the base; the adapter's seams are gone
     std::vector<float> after = l.ck.model->forward(ids).to_vector();
     double worst = 0;
     for (size_t i = 0; i < before.size(); i++) worst = std::max(worst, double(std::fabs(before[i] - after[i])));

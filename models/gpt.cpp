@@ -148,6 +148,7 @@ Tensor GPT::forward(const Tensor& ids, bool training) {
                  "gpt: sequence of {} tokens{} is longer than block_size {}", T,
                  Pv + Pp ? fmt::format(" plus {} virtual tokens", Pv + Pp) : std::string(), config.block_size);
 
+    if (hooks) hooks->set_training(training);
     Tensor x = wte(ids);                                           // (B,T,C)
     if (Pv > 0) x = concat_seq(hooks->virtual_tokens(B), x);       // seam 4: (B,Pv+T,C)
     // Positions: a prefix acts as a cached past of length Pp, so tokens start at Pp.

@@ -53,6 +53,8 @@ struct Hooks {
     virtual std::pair<Tensor, Tensor> prefix_kv(int64_t /*layer*/, int64_t /*B*/) { return {}; }
     // Adapters: the sub-layer output f (B,T,C) before the residual add; return f + g(f).
     virtual Tensor block_output(Site /*site*/, int64_t /*layer*/, const Tensor& f) { return f; }
+    // Told at the start of every forward whether it trains (LoRA's dropout is on only then).
+    virtual void set_training(bool /*on*/) {}
 };
 
 struct Attention {

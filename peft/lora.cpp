@@ -240,6 +240,7 @@ public:
     void activate(GPT& model) override {
         check_model(model);
         active_ = true;
+        model.hooks = this;   // only to hear set_training; the Linear wraps do the work
         if (!merged_) install(true);
     }
     // Disabling gives exactly the base model back: a merged adapter is unmerged first.
@@ -248,6 +249,7 @@ public:
         active_ = false;
         if (merged_) unmerge(model);
         install(false);
+        if (model.hooks == this) model.hooks = nullptr;
     }
 
     bool can_merge() const override { return true; }

@@ -44,8 +44,10 @@ public:
     virtual bool can_merge() const { return false; }
     virtual void merge(GPT& model);
     virtual void unmerge(GPT& model);
-    // Training mode switches dropout on the method's own branch (LoRA dropout).
+    // Training mode switches dropout on the method's own branch (LoRA dropout); the model
+    // sets it at every forward through the hooks (an active method is always model.hooks).
     bool training = false;
+    void set_training(bool on) override { training = on; }
     // Optional per-step preparation before a forward (prefix/P-tuning encoders compute once per forward).
     virtual void begin_forward() {}
 };
