@@ -32,12 +32,6 @@
 
 namespace {
 
-// A present, non-null config field, or nullptr (HF configs write null for "not set").
-const json* field(const json& c, const char* key) {
-    auto it = c.find(key);
-    return it == c.end() || it->is_null() ? nullptr : &*it;
-}
-
 struct BottleneckConfig {
     std::string placement = "houlsby";    // "houlsby" (after attention and MLP) or "pfeiffer" (MLP only)
     int64_t bottleneck_size = 0;          // m, e.g. 8; 0 = not given: m = n_embd / reduction_factor
@@ -49,35 +43,22 @@ struct BottleneckConfig {
     }
     bool houlsby() const { return placement == "houlsby"; }
 
-    // Reads the HF-style fields; unknown keys are ignored. C = n_embd, to check that m >= 1.
+    // Reads the HF-style fields (ConfigReader, peft.h). C = n_embd, to check that m >= 1.
     static BottleneckConfig from_json(const json& j, int64_t C) {
         BottleneckConfig c;
-        if (const json* v = field(j, "placement")) {
-            ENGINE_CHECK(v->is_string() && (*v == "houlsby" || *v == "pfeiffer"), ValueError,
-                         "`placement` should be \"houlsby\" or \"pfeiffer\" but the value passed is {}", v->dump());
-            c.placement = v->get<std::string>();
-        }
-        if (const json* v = field(j, "bottleneck_size")) {
-            ENGINE_CHECK(v->is_number_integer() && v->get<int64_t>() > 0, ValueError,
-                         "`bottleneck_size` should be a positive integer value but the value passed is {}", v->dump());
-            c.bottleneck_size = v->get<int64_t>();
-        }
-        if (const json* v = field(j, "reduction_factor")) {
-            ENGINE_CHECK(v->is_number() && v->get<double>() > 0, ValueError,
-                         "`reduction_factor` should be a positive number but the value passed is {}", v->dump());
-            c.reduction_factor = v->get<double>();
-        }
-        if (const json* v = field(j, "non_linearity")) {
-            ENGINE_CHECK(v->is_string() && (*v == "relu" || *v == "gelu" || *v == "silu" || *v == "swish"), ValueError,
-                         "`non_linearity` should be one of relu, gelu, silu (or swish) but the value passed is {}",
-                         v->dump());
-            c.non_linearity = *v == "swish" ? "silu" : v->get<std::string>();
-        }
-        ENGINE_CHECK(c.size(C) >= 1, ValueError,
-                     "the bottleneck size n_embd / `reduction_factor` = {} / {} rounds down to 0; use a smaller "
-                     "`reduction_factor` or set `bottleneck_size`", C, c.reduction_factor);
-        ENGINE_CHECK(c.size(C) <= (int64_t(1) << 24), ValueError,
-                     "`bottleneck_size` {} is larger than the limit {}", c.size(C), int64_t(1) << 24);
+        ConfigReader f(j, "BOTTLENECK");
+        c.placement = f.choice("placement", c.placement, {"houlsby", "pfeiffer"}, "\"houlsby\" or \"pfeiffer\"");
+        c.bottleneck_size = f.integer("bottleneck_size", c.bottleneck_size, 1, kMaxSize);
+        c.reduction_factor = f.positive_number("reduction_factor", c.reduction_factor);
+        c.non_linearity = f.choice("non_linearity", c.non_linearity, {"relu", "gelu", "silu", "swish"},
+                                   "one of relu, gelu, silu (or swish)");
+        if (c.non_linearity == "swish") c.non_linearity = "silu";
+        f.check(c.size(C) >= 1, fmt::format("the bottleneck size n_embd / `reduction_factor` = {} / {} rounds down to "
+                                            "0; use a smaller `reduction_factor` or set `bottleneck_size`",
+                                            C, c.reduction_factor));
+        f.check(c.size(C) <= kMaxSize,
+                fmt::format("`bottleneck_size` {} is larger than the limit {}", c.size(C), kMaxSize));
+        f.done();
         return c;
     }
 };
@@ -154,6 +135,5 @@ private:
 }  // namespace
 
 std::unique_ptr<Method> make_bottleneck(const json& config, GPT& model, Rng& rng) {
-    ENGINE_CHECK(config.is_object(), ValueError, "BOTTLENECK config must be a JSON object");
     return std::make_unique<BottleneckAdapter>(BottleneckConfig::from_json(config, model.config.n_embd), model, rng);
 }

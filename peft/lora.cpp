@@ -15,12 +15,11 @@
 // taken at merge time instead of subtracting s·B·A again. (W + d) − d is not W in float32
 // (each step rounds), so HF's unmerge drifts; the copy costs out·in floats per target while
 // merged and makes merge → unmerge a bit-for-bit round trip. While merged the Linear wrap is
-// removed, so the forward is the plain base forward on the merged W.
+// removed, so the forward is the plain base forward on the merged W. (That bookkeeping, shared
+// with IA³, is MergeableMethod in peft.h; this file says how to wrap and how to merge.)
 #include "lora.h"
 #include <algorithm>
 #include <cmath>
-#include <cstring>
-#include <limits>
 #include "engine/blas.h"
 #include "engine/kernels.h"
 #include "methods.h"
@@ -144,55 +143,21 @@ struct LoraConfig {
 
     float scaling() const { return float(use_rslora ? lora_alpha / std::sqrt(double(r)) : lora_alpha / double(r)); }
 
-    // HF field names; null means the default; unknown keys are ignored. Every bad value is
-    // reported in one ValueError.
+    // HF field names and defaults; every bad value is reported in one ValueError (ConfigReader, peft.h).
     static LoraConfig from_json(const json& j) {
         LoraConfig c;
-        std::vector<std::string> bad;
-        auto field = [&j](const char* key) -> const json* {
-            auto it = j.find(key);
-            return it == j.end() || it->is_null() ? nullptr : &*it;
-        };
-        if (const json* v = field("peft_type"); v && *v != "LORA")
-            bad.push_back(fmt::format("`peft_type` is {}, not \"LORA\"", v->dump()));
-        if (const json* v = field("r")) {
-            if (!v->is_number_integer() || v->get<int64_t>() <= 0)
-                bad.push_back(fmt::format("`r` should be a positive integer value but the value passed is {}", v->dump()));
-            else if (v->get<int64_t>() > kMaxRank) bad.push_back(fmt::format("`r` = {} is larger than the limit {}", v->dump(), kMaxRank));
-            else c.r = v->get<int64_t>();
-        }
-        // Checked as the floats the op will use: 1e39 is no float, 0.99999999999 rounds to 1.0f.
-        if (const json* v = field("lora_alpha")) {
-            const double a = v->is_number() ? v->get<double>() : 0;
-            if (a > 0 && a <= std::numeric_limits<float>::max()) c.lora_alpha = a;
-            else bad.push_back(fmt::format("`lora_alpha` should be a positive number but the value passed is {}", v->dump()));
-        }
-        if (const json* v = field("lora_dropout")) {
-            const double p = v->is_number() ? v->get<double>() : -1;
-            if (p >= 0 && p < 1 && float(p) < 1.f) c.lora_dropout = p;
-            else bad.push_back(fmt::format("`lora_dropout` should be in [0, 1) but the value passed is {}", v->dump()));
-        }
-        if (const json* v = field("target_modules")) {
-            bool ok = v->is_array() && !v->empty();
-            for (const json& e : ok ? *v : json::array()) ok = ok && e.is_string() && !e.get<std::string>().empty();
-            if (ok) c.target_modules = v->get<std::vector<std::string>>();
-            else bad.push_back(fmt::format("`target_modules` should be a non-empty list of module names (e.g. "
-                                           "[\"q_proj\", \"v_proj\"]) but the value passed is {}", v->dump()));
-        }
-        if (const json* v = field("use_rslora")) {
-            if (v->is_boolean()) c.use_rslora = v->get<bool>();
-            else bad.push_back(fmt::format("`use_rslora` should be true or false but the value passed is {}", v->dump()));
-        }
-        if (const json* v = field("bias"); v && *v != "none")
-            bad.push_back(fmt::format("`bias` = {} is not supported: only \"none\" (the base biases stay frozen)", v->dump()));
-        if (const json* v = field("task_type"); v && *v != "CAUSAL_LM")
-            bad.push_back(fmt::format("`task_type` = {} is not supported: the models here are \"CAUSAL_LM\"", v->dump()));
+        ConfigReader f(j, "LORA");
+        c.r = f.integer("r", c.r, 1, kMaxRank);
+        c.lora_alpha = f.positive_number("lora_alpha", c.lora_alpha);   // checked as the floats the op uses
+        c.lora_dropout = f.probability("lora_dropout", c.lora_dropout);
+        c.target_modules = f.names("target_modules", c.target_modules, false);
+        c.use_rslora = f.boolean("use_rslora", c.use_rslora);
+        f.only("bias", "none", "only \"none\" (the base biases stay frozen)");
+        f.only("task_type", "CAUSAL_LM", "the models here are \"CAUSAL_LM\"");
         // HF options that would change the computation: refuse them rather than silently ignore them.
-        for (const char* key : {"use_dora", "fan_in_fan_out", "layers_to_transform", "modules_to_save",
-                                "rank_pattern", "alpha_pattern"})
-            if (const json* v = field(key); v && *v != false && !(v->is_structured() && v->empty()))
-                bad.push_back(fmt::format("`{}` = {} is not supported here", key, v->dump()));
-        if (!bad.empty()) throw ValueError(fmt::format("invalid LoRA config: {}", fmt::join(bad, "; ")));
+        f.refuse({"use_dora", "fan_in_fan_out", "layers_to_transform", "modules_to_save", "rank_pattern",
+                  "alpha_pattern"});
+        f.done();
         return c;
     }
     json to_json() const {   // what adapter_config.json holds (save_adapter adds peft_type)
@@ -204,94 +169,36 @@ struct LoraConfig {
 
 // ---- the method
 
-class Lora : public Method {
+class Lora : public MergeableMethod {
 public:
     Lora(const LoraConfig& c, GPT& model, Rng& init_rng)
-        : cfg_(c), s_(c.scaling()), model_(&model), dropout_rng_(&model.dropout_rng) {
+        : MergeableMethod(model), cfg_(c), s_(c.scaling()), dropout_rng_(&model.dropout_rng) {
         auto matched = match_targets(model, c.target_modules);   // first: a bad name changes nothing
         model.params.freeze_all();
         for (auto& [name, lin] : matched) {
             const float bound = 1.f / std::sqrt(float(lin->in));   // kaiming-uniform, a = √5
-            Target t{name, lin, Tensor::uniform({c.r, lin->in}, init_rng, -bound, bound), Tensor::zeros({lin->out, c.r}),
-                     Tensor(), nullptr};
+            Target t{Tensor::uniform({c.r, lin->in}, init_rng, -bound, bound), Tensor::zeros({lin->out, c.r})};
             params.add("base_model.model." + name + ".lora_A.weight", t.A);
             params.add("base_model.model." + name + ".lora_B.weight", t.B);
-            targets_.push_back(std::move(t));
+            targets_.push_back(t);
+            add_target(lin);
         }
     }
 
     std::string peft_type() const override { return "LORA"; }
     json config_json() const override { return cfg_.to_json(); }
 
-    // r·(in + out) for every Linear the targets select: q,k,v,o are C→C, fc_in C→4C, fc_out 4C→C.
+    // r·(in + out) for every Linear the targets select.
     int64_t expected_params(const GPTConfig& g) const override {
-        const int64_t C = g.n_embd;
-        const std::pair<const char*, int64_t> kinds[] = {{"attn.q_proj", 2 * C}, {"attn.k_proj", 2 * C},
-                                                         {"attn.v_proj", 2 * C}, {"attn.o_proj", 2 * C},
-                                                         {"mlp.fc_in", 5 * C},   {"mlp.fc_out", 5 * C}};
         int64_t n = 0;
-        for (int64_t l = 0; l < g.n_layer; l++)
-            for (const auto& [kind, in_plus_out] : kinds)
-                for (const std::string& t : cfg_.target_modules)
-                    if (target_matches(fmt::format("transformer.h.{}.{}", l, kind), t)) { n += cfg_.r * in_plus_out; break; }
+        for (const LinearShape& l : linear_shapes(g))
+            if (target_matches(l.name, cfg_.target_modules)) n += cfg_.r * (l.in + l.out);
         return n;
-    }
-
-    void activate(GPT& model) override {
-        check_model(model);
-        active_ = true;
-        model.hooks = this;   // only to hear set_training; the Linear wraps do the work
-        if (!merged_) install(true);
-    }
-    // Disabling gives exactly the base model back: a merged adapter is unmerged first.
-    void deactivate(GPT& model) override {
-        check_model(model);
-        active_ = false;
-        if (merged_) unmerge(model);
-        install(false);
-        if (model.hooks == this) model.hooks = nullptr;
-    }
-
-    bool can_merge() const override { return true; }
-    void merge(GPT& model) override {
-        check_model(model);
-        ENGINE_CHECK(!merged_, ValueError, "LORA: the adapter is already merged into the base weights (unmerge it first)");
-        for (Target& t : targets_) {
-            Tensor& W = t.lin->weight;
-            const int64_t out = W.size(0), in = W.size(1);
-            t.W_orig = W.clone(Mem::Params);
-            Tensor BA = Tensor::empty({out, in});   // as HF: delta = (B @ A) * s;  W += delta
-            gemm(Trans::N, Trans::N, out, in, cfg_.r, 1.f, t.B.data(), t.A.data(), 0.f, BA.data());
-            const float *w = W.data(), *d = BA.data();
-            const float s = s_;
-            map_n(W.data(), out * in, [w, d, s](int64_t i) { return w[i] + d[i] * s; });
-        }
-        install(false);   // the forward is now the plain base forward on the merged W
-        merged_ = true;
-    }
-    void unmerge(GPT& model) override {
-        check_model(model);
-        ENGINE_CHECK(merged_, ValueError, "LORA: the adapter is not merged, so there is nothing to unmerge");
-        for (Target& t : targets_) {
-            std::memcpy(t.lin->weight.data(), t.W_orig.data(), t.W_orig.nbytes());   // exact, see the header
-            t.W_orig = Tensor();
-        }
-        merged_ = false;
-        if (active_) install(true);
-    }
-
-    void load_state(const std::map<std::string, Tensor>& tensors, const std::string& file) override {
-        ENGINE_CHECK(!merged_, ValueError, "{}: cannot load LORA weights while merged (unmerge first)", file);
-        Method::load_state(tensors, file);
     }
 
 private:
     struct Target {
-        std::string name;   // "transformer.h.0.attn.q_proj"
-        Linear* lin;
-        Tensor A, B;        // (r, in), (out, r)
-        Tensor W_orig;      // the base W while merged
-        std::shared_ptr<LinearWrap> wrap;   // the seam, while installed
+        Tensor A, B;   // (r, in), (out, r)
     };
     // The seam: the target Linear calls lora_linear instead of linear.
     struct Wrap : LinearWrap {
@@ -303,23 +210,23 @@ private:
                                *m.dropout_rng_);
         }
     };
-    // Puts this adapter's seams on its targets, or takes them off (only its own: never another's).
-    void install(bool on) {
-        for (Target& t : targets_) {
-            if (on) t.lin->wrap = t.wrap = std::make_shared<Wrap>(*this, t);
-            else if (t.lin->wrap == t.wrap) t.lin->wrap = nullptr;
-        }
-    }
-    void check_model(const GPT& model) const {
-        ENGINE_CHECK(&model == model_, ValueError, "LORA: this adapter was attached to another model");
+    std::shared_ptr<LinearWrap> make_wrap(size_t i) const override { return std::make_shared<Wrap>(*this, targets_[i]); }
+
+    // W ← W + s·(B A), as HF: delta = (B @ A) * s, in float32, then W += delta.
+    void merge_into(size_t i, Linear& lin) const override {
+        const Target& t = targets_[i];
+        const int64_t out = lin.out, in = lin.in;
+        Tensor BA = Tensor::empty({out, in});
+        gemm(Trans::N, Trans::N, out, in, cfg_.r, 1.f, t.B.data(), t.A.data(), 0.f, BA.data());
+        const float *w = lin.weight.data(), *d = BA.data();
+        const float s = s_;
+        map_n(lin.weight.data(), out * in, [w, d, s](int64_t k) { return w[k] + d[k] * s; });
     }
 
     LoraConfig cfg_;
     float s_;                   // lora_alpha / r, or / √r
-    GPT* model_;                // the model the targets belong to
     Rng* dropout_rng_;          // the model's dropout stream (saved in its checkpoints)
     std::vector<Target> targets_;
-    bool active_ = false, merged_ = false;
 };
 
 std::unique_ptr<Method> make_lora(const json& config, GPT& model, Rng& rng) {

@@ -24,7 +24,6 @@
 //   prompt_encoder.lstm_head.{weight_ih,weight_hh,bias_ih,bias_hh}_l{k}[_reverse]  (LSTM;
 //   its mlp_head is then {0,2})
 // and loading it restores the encoder. Not supported: encoder_dropout != 0 (HF's default is 0).
-#include <cmath>
 #include "lstm.h"
 #include "methods.h"
 
@@ -37,58 +36,28 @@ struct PTuningConfig {
     int64_t token_dim = 0;                                    // C, e.g. 128; set from the model's n_embd
 };
 
-// ---- config: HF field names; every problem is collected, then one ValueError lists them all
+// ---- config: HF field names (ConfigReader, peft.h); every problem in one ValueError
 
 static PTuningConfig parse_config(const json& j, const GPTConfig& model) {
     PTuningConfig c;
-    std::vector<std::string> bad;
-    auto present = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
-    auto reject = [&](const char* key, const char* should) {
-        bad.push_back(fmt::format("`{}` should be {} but the value passed is {}", key, should, j[key].dump()));
-    };
-    auto read_int = [&](const char* key, int64_t& field, int64_t lo) {
-        if (!present(key)) return;
-        const json& v = j[key];
-        const bool ok = v.is_number_integer() && v.get<int64_t>() >= lo && v.get<int64_t>() <= (int64_t(1) << 24);
-        if (ok) field = v.get<int64_t>();
-        else reject(key, lo > 0 ? "a positive integer value" : "a non-negative integer value");
-    };
-    read_int("num_virtual_tokens", c.num_virtual_tokens, 0);
-    read_int("encoder_hidden_size", c.encoder_hidden_size, 1);
-    read_int("encoder_num_layers", c.encoder_num_layers, 1);
-    if (c.num_virtual_tokens >= model.block_size)
-        bad.push_back(fmt::format("`num_virtual_tokens` is {} but the model's block_size {} leaves no room for a "
-                                  "real token (num_virtual_tokens + sequence length must be <= block_size)",
-                                  c.num_virtual_tokens, model.block_size));
-    if (present("encoder_reparameterization_type")) {
-        const json& v = j["encoder_reparameterization_type"];
-        if (v == "MLP" || v == "LSTM") c.encoder_reparameterization_type = v.get<std::string>();
-        else reject("encoder_reparameterization_type", "one of MLP, LSTM");
-    }
-    if (present("encoder_dropout") && j["encoder_dropout"] != 0.0)
-        bad.push_back(fmt::format("`encoder_dropout` {} is not supported (only 0.0)", j["encoder_dropout"].dump()));
-    if (present("save_encoder")) {
-        if (j["save_encoder"].is_boolean()) c.save_encoder = j["save_encoder"].get<bool>();
-        else reject("save_encoder", "true or false");
-    }
+    ConfigReader f(j, "P_TUNING");
+    c.num_virtual_tokens = f.integer("num_virtual_tokens", c.num_virtual_tokens, 0, kMaxSize);
+    c.encoder_hidden_size = f.integer("encoder_hidden_size", c.encoder_hidden_size, 1, kMaxSize);
+    c.encoder_num_layers = f.integer("encoder_num_layers", c.encoder_num_layers, 1, kMaxSize);
+    f.check(c.num_virtual_tokens < model.block_size,
+            fmt::format("`num_virtual_tokens` is {} but the model's block_size {} leaves no room for a real token "
+                        "(num_virtual_tokens + sequence length must be <= block_size)",
+                        c.num_virtual_tokens, model.block_size));
+    c.encoder_reparameterization_type = f.choice("encoder_reparameterization_type", c.encoder_reparameterization_type,
+                                                 {"MLP", "LSTM"});
+    if (const json* v = f.field("encoder_dropout"))
+        f.check(*v == 0.0, fmt::format("`encoder_dropout` {} is not supported (only 0.0)", v->dump()));
+    c.save_encoder = f.boolean("save_encoder", c.save_encoder);
+    f.same_as_model("token_dim", "n_embd", model.n_embd);
     c.token_dim = model.n_embd;
     if (c.encoder_hidden_size == 0) c.encoder_hidden_size = model.n_embd;
-    if (present("token_dim") && j["token_dim"] != model.n_embd)
-        bad.push_back(fmt::format("`token_dim` is {} but the model's n_embd is {}", j["token_dim"].dump(),
-                                  model.n_embd));
-    if (!bad.empty()) throw ValueError(fmt::format("invalid P_TUNING config:\n  {}", fmt::join(bad, "\n  ")));
+    f.done();
     return c;
-}
-
-// torch.nn.Linear's init: weight and bias ~ U(-1/√in, 1/√in).
-static Linear torch_linear(int64_t in, int64_t out, Rng& rng) {
-    Linear l;
-    l.in = in;
-    l.out = out;
-    const float k = 1.0f / std::sqrt(float(in));
-    l.weight = Tensor::uniform({out, in}, rng, -k, k);
-    l.bias = Tensor::uniform({out}, rng, -k, k);
-    return l;
 }
 
 // ---- the method

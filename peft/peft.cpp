@@ -1,8 +1,12 @@
-// peft/peft.cpp — target matching, the method factory, multi-adapter use, adapter files.
+// peft/peft.cpp — target matching, config reading, merging bookkeeping, the method factory,
+// multi-adapter use, adapter files.
 #include "peft.h"
 #include <sys/stat.h>
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include "engine/fileio.h"
 #include "engine/safetensors.h"
 #include "methods.h"
@@ -50,6 +54,22 @@ bool target_matches(const std::string& module_name, const std::string& target) {
            module_name[module_name.size() - target.size() - 1] == '.';
 }
 
+bool target_matches(const std::string& module_name, const std::vector<std::string>& targets) {
+    for (const std::string& t : targets)
+        if (target_matches(module_name, t)) return true;
+    return false;
+}
+
+std::vector<LinearShape> linear_shapes(const GPTConfig& cfg) {
+    const int64_t C = cfg.n_embd;
+    const LinearShape block[] = {{"attn.q_proj", C, C}, {"attn.k_proj", C, C},    {"attn.v_proj", C, C},
+                                 {"attn.o_proj", C, C}, {"mlp.fc_in", C, 4 * C}, {"mlp.fc_out", 4 * C, C}};
+    std::vector<LinearShape> out;
+    for (int64_t l = 0; l < cfg.n_layer; l++)
+        for (const LinearShape& k : block) out.push_back({fmt::format("transformer.h.{}.{}", l, k.name), k.in, k.out});
+    return out;
+}
+
 std::vector<std::pair<std::string, Linear*>> match_targets(GPT& model, const std::vector<std::string>& targets) {
     ENGINE_CHECK(!targets.empty(), ValueError, "target_modules is empty");
     std::vector<std::pair<std::string, Linear*>> out;
@@ -71,6 +91,188 @@ std::vector<std::pair<std::string, Linear*>> match_targets(GPT& model, const std
         for (const std::string& t : targets)
             if (target_matches(name, t)) { out.push_back({name, lin}); break; }
     return out;
+}
+
+Linear torch_linear(int64_t in, int64_t out, Rng& rng) {
+    const float k = 1.f / std::sqrt(float(in));
+    Linear lin;
+    lin.in = in;
+    lin.out = out;
+    lin.weight = Tensor::uniform({out, in}, rng, -k, k);
+    lin.bias = Tensor::uniform({out}, rng, -k, k);
+    return lin;
+}
+
+// ---- reading adapter_config.json
+
+ConfigReader::ConfigReader(const json& config, std::string peft_type) : j_(config), peft_type_(std::move(peft_type)) {
+    ENGINE_CHECK(j_.is_object(), ValueError, "{} config must be a JSON object", peft_type_);
+    if (const json* v = field("peft_type"); v && *v != peft_type_)
+        bad_.push_back(fmt::format("`peft_type` is {}, not \"{}\"", v->dump(), peft_type_));
+}
+
+const json* ConfigReader::field(const char* key) const {
+    auto it = j_.find(key);
+    return it == j_.end() || it->is_null() ? nullptr : &*it;
+}
+
+void ConfigReader::reject(const char* key, const std::string& should) {
+    bad_.push_back(fmt::format("`{}` should be {} but the value passed is {}", key, should, field(key)->dump()));
+}
+
+int64_t ConfigReader::integer(const char* key, int64_t def, int64_t lo, int64_t hi) {
+    const json* v = field(key);
+    if (!v) return def;
+    if (!v->is_number_integer() || v->get<int64_t>() < lo)
+        reject(key, lo == 0 ? "a non-negative integer value" : lo == 1 ? "a positive integer value"
+                                                                     : fmt::format("an integer value >= {}", lo));
+    else if (v->get<int64_t>() > hi)
+        bad_.push_back(fmt::format("`{}` = {} is larger than the limit {}", key, v->dump(), hi));
+    else return v->get<int64_t>();
+    return def;
+}
+
+double ConfigReader::positive_number(const char* key, double def) {
+    const json* v = field(key);
+    if (!v) return def;
+    const double x = v->is_number() ? v->get<double>() : 0;
+    if (x > 0 && x <= std::numeric_limits<float>::max()) return x;   // 1e39 is no float
+    reject(key, "a positive number");
+    return def;
+}
+
+double ConfigReader::probability(const char* key, double def) {
+    const json* v = field(key);
+    if (!v) return def;
+    const double p = v->is_number() ? v->get<double>() : -1;
+    if (p >= 0 && p < 1 && float(p) < 1.f) return p;   // 0.99999999999 rounds to 1.0f
+    reject(key, "in [0, 1)");
+    return def;
+}
+
+bool ConfigReader::boolean(const char* key, bool def) {
+    const json* v = field(key);
+    if (!v) return def;
+    if (v->is_boolean()) return v->get<bool>();
+    reject(key, "true or false");
+    return def;
+}
+
+std::string ConfigReader::text(const char* key, std::string def) {
+    const json* v = field(key);
+    if (!v) return def;
+    if (v->is_string()) return v->get<std::string>();
+    reject(key, "a string");
+    return def;
+}
+
+std::string ConfigReader::choice(const char* key, std::string def, const std::vector<std::string>& choices,
+                                 const char* should) {
+    const json* v = field(key);
+    if (!v) return def;
+    if (v->is_string() && std::find(choices.begin(), choices.end(), v->get<std::string>()) != choices.end())
+        return v->get<std::string>();
+    reject(key, should ? should : fmt::format("one of {}", fmt::join(choices, ", ")));
+    return def;
+}
+
+std::vector<std::string> ConfigReader::names(const char* key, std::vector<std::string> def, bool may_be_empty,
+                                             const char* should) {
+    const json* v = field(key);
+    if (!v) return def;
+    bool ok = v->is_array() && (may_be_empty || !v->empty());
+    for (const json& e : ok ? *v : json::array()) ok = ok && e.is_string() && !e.get<std::string>().empty();
+    if (ok) return v->get<std::vector<std::string>>();
+    reject(key, should ? should
+                       : fmt::format("{} of module names (e.g. [\"q_proj\", \"v_proj\"])",
+                                     may_be_empty ? "a list" : "a non-empty list"));
+    return def;
+}
+
+void ConfigReader::check(bool ok, const std::string& problem) {
+    if (!ok) bad_.push_back(problem);
+}
+
+void ConfigReader::only(const char* key, const json& value, const char* why) {
+    if (const json* v = field(key); v && *v != value)
+        bad_.push_back(fmt::format("`{}` = {} is not supported: {}", key, v->dump(), why));
+}
+
+void ConfigReader::same_as_model(const char* key, const char* what, int64_t want) {
+    if (const json* v = field(key); v && *v != want)
+        bad_.push_back(fmt::format("`{}` is {} but the model's {} is {}", key, v->dump(), what, want));
+}
+
+void ConfigReader::refuse(std::initializer_list<const char*> keys) {
+    for (const char* key : keys)   // false, [] and {} say "not used" as well as null does
+        if (const json* v = field(key); v && *v != false && !(v->is_structured() && v->empty()))
+            bad_.push_back(fmt::format("`{}` = {} is not supported here", key, v->dump()));
+}
+
+void ConfigReader::done() const {
+    if (!bad_.empty()) throw ValueError(fmt::format("invalid {} config: {}", peft_type_, fmt::join(bad_, "; ")));
+}
+
+// ---- methods that wrap target Linears
+
+void MergeableMethod::add_target(Linear* lin) { targets_.push_back({lin, Tensor(), Tensor(), nullptr}); }
+
+void MergeableMethod::check_model(const GPT& model) const {
+    ENGINE_CHECK(&model == model_, ValueError, "{}: this adapter was attached to another model", peft_type());
+}
+
+void MergeableMethod::install(bool on) {
+    for (size_t i = 0; i < targets_.size(); i++) {
+        Target& t = targets_[i];
+        if (on) t.lin->wrap = t.wrap = make_wrap(i);
+        else if (t.lin->wrap == t.wrap) t.lin->wrap = nullptr;
+    }
+}
+
+void MergeableMethod::activate(GPT& model) {
+    check_model(model);
+    active_ = true;
+    model.hooks = this;   // only to hear set_training; the Linear wraps do the work
+    if (!merged_) install(true);
+}
+
+void MergeableMethod::deactivate(GPT& model) {
+    check_model(model);
+    active_ = false;
+    if (merged_) unmerge(model);
+    install(false);
+    if (model.hooks == this) model.hooks = nullptr;
+}
+
+void MergeableMethod::merge(GPT& model) {
+    check_model(model);
+    ENGINE_CHECK(!merged_, ValueError, "{}: the adapter is already merged into the base weights (unmerge it first)",
+                 peft_type());
+    for (size_t i = 0; i < targets_.size(); i++) {
+        Target& t = targets_[i];
+        t.W_orig = t.lin->weight.clone(Mem::Params);
+        if (t.lin->bias.defined()) t.b_orig = t.lin->bias.clone(Mem::Params);
+        merge_into(i, *t.lin);
+    }
+    install(false);   // the forward is now the plain base forward on the merged weights
+    merged_ = true;
+}
+
+void MergeableMethod::unmerge(GPT& model) {
+    check_model(model);
+    ENGINE_CHECK(merged_, ValueError, "{}: the adapter is not merged, so there is nothing to unmerge", peft_type());
+    for (Target& t : targets_) {   // restore the copies: exact, unlike undoing the update
+        std::memcpy(t.lin->weight.data(), t.W_orig.data(), t.W_orig.nbytes());
+        if (t.b_orig.defined()) std::memcpy(t.lin->bias.data(), t.b_orig.data(), t.b_orig.nbytes());
+        t.W_orig = t.b_orig = Tensor();
+    }
+    merged_ = false;
+    if (active_) install(true);
+}
+
+void MergeableMethod::load_state(const std::map<std::string, Tensor>& tensors, const std::string& file) {
+    ENGINE_CHECK(!merged_, ValueError, "{}: cannot load {} tensors while merged (unmerge first)", file, peft_type());
+    Method::load_state(tensors, file);
 }
 
 // ---- factory

@@ -14,6 +14,7 @@
 // adapter_model.safetensors with only the method's tensors, keys like
 // "base_model.model.transformer.h.0.attn.q_proj.lora_A.weight" or "prompt_embeddings".
 #pragma once
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -56,6 +57,98 @@ public:
 // names that matched nothing and the module names that exist.
 std::vector<std::pair<std::string, Linear*>> match_targets(GPT& model, const std::vector<std::string>& targets);
 bool target_matches(const std::string& module_name, const std::string& target);
+bool target_matches(const std::string& module_name, const std::vector<std::string>& targets);   // any of them
+
+// Every Linear of a GPT with this config, by name ("transformer.h.0.attn.q_proj"), with its
+// in and out features: what the target names can select, in closed form (for expected_params).
+struct LinearShape {
+    std::string name;
+    int64_t in, out;
+};
+std::vector<LinearShape> linear_shapes(const GPTConfig& cfg);
+
+// A Linear with torch.nn.Linear's default init, weight and bias ~ U(−1/√in, 1/√in): what HF's
+// prompt encoders start from (prefix tuning's projection, P-tuning's MLP head).
+Linear torch_linear(int64_t in, int64_t out, Rng& rng);
+
+// ---- reading adapter_config.json
+//
+// Every method reads its config through a ConfigReader, with HF PEFT's field names: a missing
+// or null field keeps the default (HF writes null for "not set") and unknown keys are ignored
+// (as HF does). Each bad value is noted in HF's words, e.g.
+//     `r` should be a positive integer value but the value passed is 0
+// and done() throws one ValueError listing every problem: "invalid LORA config: ...; ...".
+constexpr int64_t kMaxSize = int64_t(1) << 24;   // the largest size a config may ask for (no overflow)
+
+class ConfigReader {
+public:
+    // ValueError unless `config` is an object; notes a "peft_type" other than `peft_type`.
+    ConfigReader(const json& config, std::string peft_type);
+    const json* field(const char* key) const;   // nullptr when missing or null
+
+    // Typed fields: the value, or `def` when the field is missing, null or bad (a bad one is noted).
+    int64_t integer(const char* key, int64_t def, int64_t lo, int64_t hi);   // in [lo, hi]; lo is 0 or 1
+    double positive_number(const char* key, double def);   // > 0 and a finite float (what the ops use)
+    double probability(const char* key, double def);       // in [0, 1), also as a float
+    bool boolean(const char* key, bool def);
+    std::string text(const char* key, std::string def);
+    // One of `choices`; `should` describes them (default "one of A, B, C").
+    std::string choice(const char* key, std::string def, const std::vector<std::string>& choices,
+                       const char* should = nullptr);
+    // Module names; `should` describes them (default "a [non-empty] list of module names (e.g. ...)").
+    std::vector<std::string> names(const char* key, std::vector<std::string> def, bool may_be_empty,
+                                   const char* should = nullptr);
+
+    // Checks that note a problem:
+    void reject(const char* key, const std::string& should);   // a present field: "`key` should be <should> but ..."
+    void check(bool ok, const std::string& problem);
+    void only(const char* key, const json& value, const char* why);   // "`key` = ... is not supported: <why>"
+    void same_as_model(const char* key, const char* what, int64_t want);   // "`key` is .. but the model's <what> is .."
+    void refuse(std::initializer_list<const char*> keys);   // HF options that would change the computation
+    void done() const;                                      // throws if anything was noted
+
+private:
+    const json& j_;
+    std::string peft_type_;
+    std::vector<std::string> bad_;
+};
+
+// ---- methods that wrap target Linears (LoRA, IA³)
+//
+// What LoRA and IA³ share: while active, and not merged, each target Linear calls the method's
+// seam (Linear::wrap) instead of linear(). merge() folds the method into the target weights;
+// first it copies each target's weight and bias, so that unmerge() restores them bit for bit.
+// (HF unmerges by subtracting the update again, or dividing by l, and (W + d) − d is not W in
+// float32.) While merged the seams are off: the forward is the plain base forward on the merged
+// weights. Disabling a merged adapter unmerges it first, so it gives exactly the base model.
+class MergeableMethod : public Method {
+public:
+    void activate(GPT& model) override;
+    void deactivate(GPT& model) override;
+    bool can_merge() const override { return true; }
+    void merge(GPT& model) override;
+    void unmerge(GPT& model) override;
+    void load_state(const std::map<std::string, Tensor>& tensors, const std::string& file) override;
+
+protected:
+    explicit MergeableMethod(GPT& model) : model_(&model) {}
+    void add_target(Linear* lin);   // the subclass's target i is the i-th one added
+    virtual std::shared_ptr<LinearWrap> make_wrap(size_t i) const = 0;   // target i's seam
+    virtual void merge_into(size_t i, Linear& lin) const = 0;            // fold target i into lin's weights
+
+private:
+    struct Target {
+        Linear* lin;
+        Tensor W_orig, b_orig;              // the base weights while merged
+        std::shared_ptr<LinearWrap> wrap;   // the seam, while installed
+    };
+    void install(bool on);   // puts this adapter's seams on, or takes them off (only its own: never another's)
+    void check_model(const GPT& model) const;
+
+    GPT* model_;   // the model the targets belong to
+    std::vector<Target> targets_;
+    bool active_ = false, merged_ = false;
+};
 
 // Builds a method from an adapter_config.json object (peft_type decides which). Unknown
 // peft_type -> ValueError listing the supported ones. Attaches to `model` (freezing it).

@@ -19,25 +19,10 @@
 // inference_mode has no projection, so loading a folded adapter gives a plain E.
 // Identity: not at init (the prefix adds attention context). P = 0 is allowed and gives the
 // base model exactly: the model then asks for no prefix rows at all.
-#include <cmath>
 #include <cstring>
-#include <tuple>
 #include "methods.h"
 
 namespace {
-
-// A present, non-null config field, or nullptr (HF configs write null for "not set").
-const json* field(const json& c, const char* key) {
-    auto it = c.find(key);
-    return it == c.end() || it->is_null() ? nullptr : &*it;
-}
-
-bool get_bool(const json& j, const char* key, bool def) {
-    const json* v = field(j, key);
-    if (!v) return def;
-    ENGINE_CHECK(v->is_boolean(), ValueError, "`{}` should be true or false but the value passed is {}", key, v->dump());
-    return v->get<bool>();
-}
 
 struct PrefixTuningConfig {
     int64_t num_virtual_tokens = 20;   // P, e.g. 20; 0 adds nothing (the base model exactly)
@@ -45,47 +30,25 @@ struct PrefixTuningConfig {
     int64_t encoder_hidden_size = 0;   // h of that MLP, e.g. 128; 0 = not given: n_embd
     bool inference_mode = false;       // true in saved configs: no MLP, the table is E itself
 
-    // Reads HF's fields; unknown keys are ignored. num_layers / token_dim / num_attention_heads,
+    // Reads HF's fields (ConfigReader, peft.h). num_layers / token_dim / num_attention_heads,
     // when present, must describe `model`.
     static PrefixTuningConfig from_json(const json& j, const GPTConfig& model) {
         PrefixTuningConfig c;
-        if (const json* v = field(j, "num_virtual_tokens")) {
-            ENGINE_CHECK(v->is_number_integer() && v->get<int64_t>() >= 0, ValueError,
-                         "`num_virtual_tokens` should be a non-negative integer value but the value passed is {}",
-                         v->dump());
-            c.num_virtual_tokens = v->get<int64_t>();
-        }
-        ENGINE_CHECK(c.num_virtual_tokens < model.block_size, ValueError,
-                     "`num_virtual_tokens` {} leaves no room for a token in block_size {}", c.num_virtual_tokens,
-                     model.block_size);
-        c.prefix_projection = get_bool(j, "prefix_projection", false);
-        c.inference_mode = get_bool(j, "inference_mode", false);
-        if (const json* v = field(j, "encoder_hidden_size")) {
-            ENGINE_CHECK(v->is_number_integer() && v->get<int64_t>() > 0 && v->get<int64_t>() <= (int64_t(1) << 24),
-                         ValueError, "`encoder_hidden_size` should be a positive integer value but the value passed is {}",
-                         v->dump());
-            c.encoder_hidden_size = v->get<int64_t>();
-        }
-        for (auto [key, what, want] : {std::tuple{"num_layers", "n_layer", model.n_layer},
-                                       std::tuple{"token_dim", "n_embd", model.n_embd},
-                                       std::tuple{"num_attention_heads", "n_head", model.n_head}})
-            if (const json* v = field(j, key))
-                ENGINE_CHECK(v->is_number_integer() && v->get<int64_t>() == want, ValueError,
-                             "`{}` is {} but the model's {} is {}", key, v->dump(), what, want);
+        ConfigReader f(j, "PREFIX_TUNING");
+        c.num_virtual_tokens = f.integer("num_virtual_tokens", c.num_virtual_tokens, 0, kMaxSize);
+        f.check(c.num_virtual_tokens < model.block_size,
+                fmt::format("`num_virtual_tokens` {} leaves no room for a token in block_size {}", c.num_virtual_tokens,
+                            model.block_size));
+        c.prefix_projection = f.boolean("prefix_projection", c.prefix_projection);
+        c.inference_mode = f.boolean("inference_mode", c.inference_mode);
+        c.encoder_hidden_size = f.integer("encoder_hidden_size", c.encoder_hidden_size, 1, kMaxSize);
+        f.same_as_model("num_layers", "n_layer", model.n_layer);
+        f.same_as_model("token_dim", "n_embd", model.n_embd);
+        f.same_as_model("num_attention_heads", "n_head", model.n_head);
+        f.done();
         return c;
     }
 };
-
-// A Linear with torch.nn.Linear's default init, weight and bias U(±1/√in) (HF's encoder).
-Linear torch_linear(int64_t in, int64_t out, Rng& rng) {
-    const float k = 1.f / std::sqrt(float(in));
-    Linear lin;
-    lin.in = in;
-    lin.out = out;
-    lin.weight = Tensor::uniform({out, in}, rng, -k, k);
-    lin.bias = Tensor::uniform({out}, rng, -k, k);
-    return lin;
-}
 
 class PrefixTuning : public Method {
 public:
@@ -193,6 +156,5 @@ private:
 }  // namespace
 
 std::unique_ptr<Method> make_prefix_tuning(const json& config, GPT& model, Rng& rng) {
-    ENGINE_CHECK(config.is_object(), ValueError, "PREFIX_TUNING config must be a JSON object");
     return std::make_unique<PrefixTuning>(PrefixTuningConfig::from_json(config, model.config), model, rng);
 }

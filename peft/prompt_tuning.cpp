@@ -29,51 +29,32 @@ struct PromptTuningConfig {
     int64_t token_dim = 0;                        // C, e.g. 128; set from the model's n_embd
 };
 
-// ---- config: HF field names; every problem is collected, then one ValueError lists them all
+// ---- config: HF field names (ConfigReader, peft.h); every problem in one ValueError
 
 static PromptTuningConfig parse_config(const json& j, const GPTConfig& model) {
     PromptTuningConfig c;
-    std::vector<std::string> bad;
-    auto present = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
-    auto reject = [&](const char* key, const char* should) {
-        bad.push_back(fmt::format("`{}` should be {} but the value passed is {}", key, should, j[key].dump()));
-    };
-    if (present("num_virtual_tokens")) {
-        const json& v = j["num_virtual_tokens"];
-        if (v.is_number_integer() && v.get<int64_t>() >= 0) c.num_virtual_tokens = v.get<int64_t>();
-        else reject("num_virtual_tokens", "a non-negative integer value");
+    ConfigReader f(j, "PROMPT_TUNING");
+    c.num_virtual_tokens = f.integer("num_virtual_tokens", c.num_virtual_tokens, 0, kMaxSize);
+    f.check(c.num_virtual_tokens < model.block_size,
+            fmt::format("`num_virtual_tokens` is {} but the model's block_size {} leaves no room for a real token "
+                        "(num_virtual_tokens + sequence length must be <= block_size)",
+                        c.num_virtual_tokens, model.block_size));
+    c.prompt_tuning_init = f.choice("prompt_tuning_init", c.prompt_tuning_init, {"RANDOM", "SAMPLE_VOCAB", "TEXT"});
+    c.prompt_tuning_init_text = f.text("prompt_tuning_init_text", c.prompt_tuning_init_text);
+    if (const json* v = f.field("prompt_tuning_init_ids")) {
+        bool ok = v->is_array();
+        for (const json& id : ok ? *v : json::array())
+            ok = ok && id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < model.vocab_size;
+        if (ok) c.prompt_tuning_init_ids = v->get<std::vector<int32_t>>();
+        else f.reject("prompt_tuning_init_ids", fmt::format("a list of token ids in [0, {})", model.vocab_size));
     }
-    if (c.num_virtual_tokens >= model.block_size)
-        bad.push_back(fmt::format("`num_virtual_tokens` is {} but the model's block_size {} leaves no room for a "
-                                  "real token (num_virtual_tokens + sequence length must be <= block_size)",
-                                  c.num_virtual_tokens, model.block_size));
-    if (present("prompt_tuning_init")) {
-        const json& v = j["prompt_tuning_init"];
-        if (v == "RANDOM" || v == "SAMPLE_VOCAB" || v == "TEXT") c.prompt_tuning_init = v.get<std::string>();
-        else reject("prompt_tuning_init", "one of RANDOM, SAMPLE_VOCAB, TEXT");
-    }
-    if (present("prompt_tuning_init_text")) {
-        const json& v = j["prompt_tuning_init_text"];
-        if (v.is_string()) c.prompt_tuning_init_text = v.get<std::string>();
-        else reject("prompt_tuning_init_text", "a string");
-    }
-    if (present("prompt_tuning_init_ids")) {
-        const json& v = j["prompt_tuning_init_ids"];
-        bool ok = v.is_array();
-        for (size_t i = 0; ok && i < v.size(); i++)
-            ok = v[i].is_number_integer() && v[i].get<int64_t>() >= 0 && v[i].get<int64_t>() < model.vocab_size;
-        if (ok) c.prompt_tuning_init_ids = v.get<std::vector<int32_t>>();
-        else reject("prompt_tuning_init_ids", fmt::format("a list of token ids in [0, {})", model.vocab_size).c_str());
-    }
-    if (c.prompt_tuning_init == "TEXT" && c.prompt_tuning_init_ids.empty() && c.num_virtual_tokens > 0)
-        bad.push_back("`prompt_tuning_init` is TEXT but no token ids were given: this library has no tokenizer, so "
-                      "put the token ids of `prompt_tuning_init_text` in \"prompt_tuning_init_ids\" (a list of "
-                      "ints; the peft CLI fills it from its tokenizer)");
+    f.check(c.prompt_tuning_init != "TEXT" || !c.prompt_tuning_init_ids.empty() || c.num_virtual_tokens == 0,
+            "`prompt_tuning_init` is TEXT but no token ids were given: this library has no tokenizer, so put the "
+            "token ids of `prompt_tuning_init_text` in \"prompt_tuning_init_ids\" (a list of ints; the peft CLI "
+            "fills it from its tokenizer)");
+    f.same_as_model("token_dim", "n_embd", model.n_embd);
     c.token_dim = model.n_embd;
-    if (present("token_dim") && j["token_dim"] != model.n_embd)
-        bad.push_back(fmt::format("`token_dim` is {} but the model's n_embd is {}", j["token_dim"].dump(),
-                                  model.n_embd));
-    if (!bad.empty()) throw ValueError(fmt::format("invalid PROMPT_TUNING config:\n  {}", fmt::join(bad, "\n  ")));
+    f.done();
     return c;
 }
 

@@ -1,4 +1,5 @@
-// tests/helpers.h — what every test file uses: allclose, the random-projection loss, gradcheck.
+// tests/helpers.h — what every test file uses: allclose, the random-projection loss, gradcheck,
+// the accumulation check and the thread-count comparison.
 //
 // gradcheck compares backward() with central finite differences of the loss
 //     L(inputs) = sum(fn(inputs) ⊙ R),   R a fixed random tensor,
@@ -16,7 +17,9 @@
 #include <functional>
 #include <string>
 #include <vector>
+#include <utility>
 #include "engine/autograd.h"
+#include "engine/parallel.h"
 #include "engine/rng.h"
 #include "engine/tensor.h"
 
@@ -112,4 +115,33 @@ inline Tensor param(const Shape& s, Rng& rng, float stddev = 1.f) {
     Tensor t = Tensor::randn(s, rng, stddev);
     t.set_requires_grad(true);
     return t;
+}
+
+// Backward twice without zeroing: the second pass adds (beta = 1) onto the first, so every
+// gradient must come out doubled.
+template <class F>
+void check_gradients_accumulate(std::vector<Tensor> leaves, F loss) {
+    for (Tensor& t : leaves) t.zero_grad();
+    loss().backward();
+    std::vector<std::vector<float>> once;
+    for (Tensor& t : leaves) once.push_back(t.grad().to_vector());
+    loss().backward();
+    for (size_t i = 0; i < leaves.size(); i++) {
+        std::vector<double> twice(once[i].begin(), once[i].end());
+        for (double& v : twice) v *= 2;
+        std::string why;
+        CHECK_MESSAGE(allclose(leaves[i].grad().to_vector(), twice, 1e-6, 1e-7, &why), "input " << i << ": " << why);
+    }
+}
+
+// Runs fn on 1 and then on 2 threads (OpenMP and OpenBLAS) and returns both results.
+template <class F>
+auto with_1_and_2_threads(F fn) {
+    const int prev = num_threads();
+    set_num_threads(1);
+    auto one = fn();
+    set_num_threads(2);
+    auto two = fn();
+    set_num_threads(prev);
+    return std::make_pair(one, two);
 }

@@ -1,7 +1,10 @@
 // tests/peft_helpers.h — the shared set-up of the per-method lessons: a tiny GPT, a toy
-// batch, a checksum of the frozen base, a few AdamW steps on the method's tensors.
+// batch, a checksum of the frozen base, a few AdamW steps on the method's tensors, and
+// scratch folders for saving adapters.
 #pragma once
+#include <stdlib.h>
 #include <cstring>
+#include <filesystem>
 #include "helpers.h"
 #include "engine/optim.h"
 #include "peft/methods.h"
@@ -26,6 +29,12 @@ inline ToyBatch lesson_batch() {
     // 2 sequences of 8 tokens; targets = next token, one ignored position
     return {Tensor::from_ints({1, 5, 3, 9, 0, 2, 7, 4, 4, 4, 10, 1, 6, 8, 3, 12}, {2, 8}),
             Tensor::from_ints({5, 3, 9, 0, 2, 7, 4, 1, 4, 10, 1, 6, 8, 3, 12, -1}, {2, 8})};
+}
+
+// The logits of a forward without a graph, as a flat vector to compare bit for bit.
+inline std::vector<float> logits_of(GPT& m, const Tensor& ids = lesson_batch().ids) {
+    NoGradGuard no_grad;
+    return m.forward(ids).to_vector();
 }
 
 // FNV-1a over the bytes of every base parameter: equal checksums = bit-for-bit equal weights.
@@ -64,4 +73,24 @@ inline bool base_has_no_grads(const GPT& m) {
     for (const Param& p : m.params.all())
         if (p.tensor.has_grad() || p.tensor.requires_grad()) return false;
     return true;
+}
+
+// A fresh temporary folder, removed with its contents at the end of the scope.
+struct TempDir {
+    std::string path;
+    TempDir() {
+        char tmpl[] = "/tmp/peft_test_XXXXXX";
+        REQUIRE(mkdtemp(tmpl) != nullptr);
+        path = tmpl;
+    }
+    ~TempDir() { std::filesystem::remove_all(path); }
+};
+
+// Saves an adapter with `config` made on another base model, the lesson model with n_embd 32,
+// into `dir`: loading it onto the lesson model must fail, naming what differs.
+inline void save_from_wider_base(const std::string& dir, const json& config, Rng& rng) {
+    GPTConfig c = lesson_config();
+    c.n_embd = 32;
+    GPT wide(c, rng);
+    save_adapter(dir, *make_method(config, wide, rng), wide);
 }

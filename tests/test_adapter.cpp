@@ -2,8 +2,6 @@
 // what an adapter computes and where, why the adapted model starts as the base model exactly,
 // what it costs in parameters, and that training, disabling, saving and loading behave.
 #include <cmath>
-#include <cstdlib>
-#include <filesystem>
 #include "peft_helpers.h"
 #include "reference/naive_gpt.h"
 
@@ -14,11 +12,6 @@ json adapter_config(const std::string& placement, int64_t m = 4, const std::stri
     return {{"peft_type", "BOTTLENECK"}, {"placement", placement}, {"bottleneck_size", m}, {"non_linearity", act}};
 }
 
-std::vector<float> logits_of(GPT& model) {
-    NoGradGuard no_grad;
-    return model.forward(lesson_batch().ids).to_vector();
-}
-
 // Gives every adapter tensor N(0, std) values: at init up = 0 and the adapter does nothing.
 void randomise(Method& m, Rng& rng, float std) {
     for (const Param& p : m.params.all())
@@ -26,16 +19,6 @@ void randomise(Method& m, Rng& rng, float std) {
 }
 
 const std::string kKey = "base_model.model.transformer.h.";
-
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char t[] = "/tmp/peft_adapter_XXXXXX";
-        REQUIRE(mkdtemp(t) != nullptr);
-        path = t;
-    }
-    ~TempDir() { std::filesystem::remove_all(path); }
-};
 
 }  // namespace
 
@@ -232,10 +215,7 @@ TEST_CASE("adapter: loading an adapter that does not fit fails, naming the tenso
     auto model = lesson_model();
     SUBCASE("saved from a base model with another n_embd") {
         TempDir dir;
-        GPTConfig c = lesson_config();
-        c.n_embd = 32;
-        GPT wide(c, rng);
-        save_adapter(dir.path, *make_bottleneck(adapter_config("houlsby"), wide, rng), wide);
+        save_from_wider_base(dir.path, adapter_config("houlsby"), rng);
         CHECK_THROWS_WITH_AS(load_adapter(dir.path, *model, rng), doctest::Contains("n_embd 32 (adapter) vs 16 (model)"),
                              ValueError);
     }

@@ -2,7 +2,6 @@
 // rescale the activations of frozen Linears:
 //     y = l ⊙ (x Wᵀ + b)    output scaling (k_proj, v_proj): l has one number per output
 //     y = (x ⊙ l) Wᵀ + b    input scaling (the feed-forward fc_out): one number per input
-#include <filesystem>
 #include <fstream>
 #include "peft_helpers.h"
 #include "engine/safetensors.h"
@@ -13,11 +12,6 @@ static json ia3_config(const json& extra = json::object()) {
     json c = {{"peft_type", "IA3"}};
     c.update(extra);
     return c;
-}
-static std::string temp_dir() {
-    char path[] = "/tmp/test_ia3_XXXXXX";
-    REQUIRE(mkdtemp(path) != nullptr);
-    return path;
 }
 static const std::string kK = "base_model.model.transformer.h.0.attn.k_proj.ia3_l";
 static const std::string kFF = "base_model.model.transformer.h.0.mlp.fc_out.ia3_l";
@@ -238,44 +232,37 @@ TEST_CASE("ia3: save, then load into a fresh copy of the base, gives identical l
     train_method(*m, *pm.active(), 5);
     ToyBatch b = lesson_batch();
     const std::vector<float> adapted = m->forward(b.ids).to_vector();
-    const std::string dir = temp_dir();
-    save_adapter(dir, *pm.active(), *m);
+    TempDir dir;
+    save_adapter(dir.path, *pm.active(), *m);
 
-    SafeTensors st = load_safetensors(dir + "/adapter_model.safetensors");   // HF's keys and shapes
+    SafeTensors st = load_safetensors(dir.path + "/adapter_model.safetensors");   // HF's keys and shapes
     CHECK(st.tensors.size() == 6);
     CHECK(st.at(kK).shape() == Shape{16, 1});
     CHECK(st.at(kFF).shape() == Shape{1, 64});
 
     auto m2 = lesson_model();
     PeftModel pm2(*m2);
-    pm2.add("default", load_adapter(dir, *m2, rng));
+    pm2.add("default", load_adapter(dir.path, *m2, rng));
     CHECK(m2->forward(b.ids).to_vector() == adapted);
-    std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("ia3: loading an adapter made for another base or another layout fails, naming what differs") {
     Rng rng(17);
-    const std::string dir = temp_dir();
-    {   // saved from a wider model
-        GPTConfig wide = lesson_config();
-        wide.n_embd = 32;
-        GPT big(wide, rng);
-        save_adapter(dir, *make_ia3(ia3_config(), big, rng), big);
-    }
+    TempDir dir;
+    save_from_wider_base(dir.path, ia3_config(), rng);
     auto m = lesson_model();
-    CHECK_THROWS_WITH_AS(load_adapter(dir, *m, rng), doctest::Contains("n_embd 32 (adapter) vs 16 (model)"), ValueError);
+    CHECK_THROWS_WITH_AS(load_adapter(dir.path, *m, rng), doctest::Contains("n_embd 32 (adapter) vs 16 (model)"), ValueError);
 
     // A config that makes fc_out output-scaled while the file holds input-scaling vectors.
-    save_adapter(dir, *make_ia3(ia3_config(), *m, rng), *m);
-    std::ifstream in(dir + "/adapter_config.json");
+    save_adapter(dir.path, *make_ia3(ia3_config(), *m, rng), *m);
+    std::ifstream in(dir.path + "/adapter_config.json");
     json cfg = json::parse(in);
     cfg["feedforward_modules"] = json::array();
-    std::ofstream(dir + "/adapter_config.json") << cfg.dump();
+    std::ofstream(dir.path + "/adapter_config.json") << cfg.dump();
     auto fresh = lesson_model();
-    CHECK_THROWS_WITH_AS(load_adapter(dir, *fresh, rng),
+    CHECK_THROWS_WITH_AS(load_adapter(dir.path, *fresh, rng),
                          doctest::Contains(("tensor '" + kFF + "' has shape F32[1, 64] but this model needs F32[16, 1]").c_str()),
                          ValueError);
-    std::filesystem::remove_all(dir);
 }
 
 }  // TEST_SUITE

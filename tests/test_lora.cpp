@@ -3,7 +3,6 @@
 // First the method on the tiny GPT (identity, counts, scaling), then the fused op (dropout,
 // gradients, memory), then training, merging, configs and adapter files.
 #include <cmath>
-#include <filesystem>
 #include <fstream>
 #include "peft_helpers.h"
 #include "engine/safetensors.h"
@@ -15,11 +14,6 @@ static json lora_config(const json& extra = json::object()) {
     json c = {{"peft_type", "LORA"}};
     c.update(extra);
     return c;
-}
-static std::string temp_dir() {
-    char path[] = "/tmp/test_lora_XXXXXX";
-    REQUIRE(mkdtemp(path) != nullptr);
-    return path;
 }
 static const std::string kQ = "base_model.model.transformer.h.0.attn.q_proj";
 
@@ -383,15 +377,15 @@ TEST_CASE("lora: save, then load into a fresh copy of the base, gives identical 
     train_method(*m, *pm.active(), 5);
     ToyBatch b = lesson_batch();
     const std::vector<float> adapted = m->forward(b.ids).to_vector();
-    const std::string dir = temp_dir();
-    save_adapter(dir, *pm.active(), *m);
+    TempDir dir;
+    save_adapter(dir.path, *pm.active(), *m);
 
     // The files are HF PEFT's: keys base_model.model.<module>.lora_{A,B}.weight, and the config.
-    SafeTensors st = load_safetensors(dir + "/adapter_model.safetensors");
+    SafeTensors st = load_safetensors(dir.path + "/adapter_model.safetensors");
     CHECK(st.tensors.size() == 8);
     CHECK(st.at(kQ + ".lora_A.weight").shape() == Shape{4, 16});
     CHECK(st.at(kQ + ".lora_B.weight").shape() == Shape{16, 4});
-    std::ifstream f(dir + "/adapter_config.json");
+    std::ifstream f(dir.path + "/adapter_config.json");
     json cfg = json::parse(f);
     CHECK(cfg["peft_type"] == "LORA");
     CHECK(cfg["r"] == 4);
@@ -400,34 +394,27 @@ TEST_CASE("lora: save, then load into a fresh copy of the base, gives identical 
     auto m2 = lesson_model();
     Rng other(999);   // a different init: everything must come from the file
     PeftModel pm2(*m2);
-    pm2.add("default", load_adapter(dir, *m2, other));
+    pm2.add("default", load_adapter(dir.path, *m2, other));
     CHECK(m2->forward(b.ids).to_vector() == adapted);
-    std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("lora: loading an adapter made for another base or with another rank fails, naming what differs") {
     Rng rng(18);
-    const std::string dir = temp_dir();
-    {   // saved from a wider model
-        GPTConfig wide = lesson_config();
-        wide.n_embd = 32;
-        GPT big(wide, rng);
-        save_adapter(dir, *make_lora(lora_config(), big, rng), big);
-    }
+    TempDir dir;
+    save_from_wider_base(dir.path, lora_config(), rng);
     auto m = lesson_model();
-    CHECK_THROWS_WITH_AS(load_adapter(dir, *m, rng), doctest::Contains("n_embd 32 (adapter) vs 16 (model)"), ValueError);
+    CHECK_THROWS_WITH_AS(load_adapter(dir.path, *m, rng), doctest::Contains("n_embd 32 (adapter) vs 16 (model)"), ValueError);
 
     // A config whose r does not match the tensors: each tensor is named with both shapes.
-    save_adapter(dir, *make_lora(lora_config(), *m, rng), *m);
-    std::ifstream in(dir + "/adapter_config.json");
+    save_adapter(dir.path, *make_lora(lora_config(), *m, rng), *m);
+    std::ifstream in(dir.path + "/adapter_config.json");
     json cfg = json::parse(in);
     cfg["r"] = 4;
-    std::ofstream(dir + "/adapter_config.json") << cfg.dump();
+    std::ofstream(dir.path + "/adapter_config.json") << cfg.dump();
     auto fresh = lesson_model();
-    CHECK_THROWS_WITH_AS(load_adapter(dir, *fresh, rng),
+    CHECK_THROWS_WITH_AS(load_adapter(dir.path, *fresh, rng),
                          doctest::Contains(("tensor '" + kQ + ".lora_A.weight' has shape F32[8, 16] but this model needs F32[4, 16]").c_str()),
                          ValueError);
-    std::filesystem::remove_all(dir);
 }
 
 }  // TEST_SUITE

@@ -51,23 +51,6 @@ static void check_gradients(int64_t B, int64_t H, int64_t T, int64_t D, int64_t 
               {a.q, a.k, a.v}, opt);
 }
 
-// Backward twice without zeroing: the second pass adds (beta = 1) onto the first, so every
-// gradient must come out doubled.
-template <class F>
-static void check_gradients_accumulate(std::vector<Tensor> leaves, F loss) {
-    for (Tensor& t : leaves) t.zero_grad();
-    loss().backward();
-    std::vector<std::vector<float>> once;
-    for (Tensor& t : leaves) once.push_back(t.grad().to_vector());
-    loss().backward();
-    for (size_t i = 0; i < leaves.size(); i++) {
-        std::vector<double> twice(once[i].begin(), once[i].end());
-        for (double& v : twice) v *= 2;
-        std::string why;
-        CHECK_MESSAGE(allclose(leaves[i].grad().to_vector(), twice, 1e-6, 1e-7, &why), "input " << i << ": " << why);
-    }
-}
-
 TEST_CASE("ops: causal_attention gradcheck passes for q, k and v without a prefix") {
     check_gradients(2, 2, 5, 3, 0, 51, 2000);
 }

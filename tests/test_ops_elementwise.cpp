@@ -3,7 +3,6 @@
 #include <cmath>
 #include "helpers.h"
 #include "engine/ops.h"
-#include "engine/parallel.h"
 
 // randn values pushed at least `gap` away from 0: for ops with a kink there (relu).
 static Tensor randn_away_from_zero(const Shape& s, Rng& rng, float gap) {
@@ -193,9 +192,7 @@ TEST_CASE("ops: dropout keeps a bit mask for backward, 1/32 of x") {
 // ---- threads
 
 TEST_CASE("ops: elementwise forwards and backwards are bitwise equal on 1 and 2 threads") {
-    const int threads = num_threads();
-    auto run = [](int n) {
-        set_num_threads(n);
+    auto run = [] {
         Rng rng(22);
         Tensor x = param({96, 1000}, rng), v = param({1000}, rng), w = param({1000}, rng), b = param({96, 1000}, rng);
         Rng mask_rng(23);
@@ -208,8 +205,7 @@ TEST_CASE("ops: elementwise forwards and backwards are bitwise equal on 1 and 2 
         for (const Tensor& t : {x, v, w, b}) out.push_back(t.grad().to_vector());
         return out;
     };
-    const auto one = run(1), two = run(2);
-    set_num_threads(threads);
+    const auto [one, two] = with_1_and_2_threads(run);
     for (size_t k = 0; k < one.size(); k++) CHECK_MESSAGE(one[k] == two[k], "tensor " << k << " differs");
 }
 

@@ -1,5 +1,4 @@
 // tests/test_ops_loss.cpp — cross_entropy: gradients, values, ignore_index, extremes, errors, threads.
-#include <omp.h>
 #include <cmath>
 #include "helpers.h"
 #include "engine/ops.h"
@@ -19,23 +18,6 @@ static double cross_entropy_reference(const Tensor& logits, const std::vector<in
         n++;
     }
     return n ? total / n : 0;
-}
-
-// Backward twice without zeroing: the second pass adds (beta = 1) onto the first, so every
-// gradient must come out doubled.
-template <class F>
-static void check_gradients_accumulate(std::vector<Tensor> leaves, F loss) {
-    for (Tensor& t : leaves) t.zero_grad();
-    loss().backward();
-    std::vector<std::vector<float>> once;
-    for (Tensor& t : leaves) once.push_back(t.grad().to_vector());
-    loss().backward();
-    for (size_t i = 0; i < leaves.size(); i++) {
-        std::vector<double> twice(once[i].begin(), once[i].end());
-        for (double& v : twice) v *= 2;
-        std::string why;
-        CHECK_MESSAGE(allclose(leaves[i].grad().to_vector(), twice, 1e-6, 1e-7, &why), "input " << i << ": " << why);
-    }
 }
 
 TEST_CASE("ops: cross_entropy gradcheck passes with some targets ignored") {
@@ -131,12 +113,7 @@ TEST_CASE("ops: cross_entropy forward and backward are bitwise equal on 1 and 2 
         loss.backward();
         return std::make_pair(loss.to_vector(), z.grad().to_vector());
     };
-    const int prev = omp_get_max_threads();
-    omp_set_num_threads(1);
-    auto one = run();
-    omp_set_num_threads(2);
-    auto two = run();
-    omp_set_num_threads(prev);
+    auto [one, two] = with_1_and_2_threads(run);
     CHECK(one == two);
 }
 

@@ -1,40 +1,10 @@
 // tests/test_ops_norm.cpp — layernorm and softmax: gradients, values, extremes, shapes, threads.
-#include <omp.h>
 #include <cmath>
 #include "helpers.h"
 #include "engine/ops.h"
 #include "engine/row_kernels.h"
 
 TEST_SUITE("ops") {
-
-// Runs fn with 1 and then 2 OpenMP threads and returns both results.
-template <class F>
-static auto with_1_and_2_threads(F fn) {
-    const int prev = omp_get_max_threads();
-    omp_set_num_threads(1);
-    auto one = fn();
-    omp_set_num_threads(2);
-    auto two = fn();
-    omp_set_num_threads(prev);
-    return std::make_pair(one, two);
-}
-
-// Backward twice without zeroing: the second pass adds (beta = 1) onto the first, so every
-// gradient must come out doubled.
-template <class F>
-static void check_gradients_accumulate(std::vector<Tensor> leaves, F loss) {
-    for (Tensor& t : leaves) t.zero_grad();
-    loss().backward();
-    std::vector<std::vector<float>> once;
-    for (Tensor& t : leaves) once.push_back(t.grad().to_vector());
-    loss().backward();
-    for (size_t i = 0; i < leaves.size(); i++) {
-        std::vector<double> twice(once[i].begin(), once[i].end());
-        for (double& v : twice) v *= 2;
-        std::string why;
-        CHECK_MESSAGE(allclose(leaves[i].grad().to_vector(), twice, 1e-6, 1e-7, &why), "input " << i << ": " << why);
-    }
-}
 
 // ---- layernorm
 

@@ -3,7 +3,6 @@
 #include <numeric>
 #include "helpers.h"
 #include "engine/ops.h"
-#include "engine/parallel.h"
 
 // 0, 1, 2, ... as a tensor of shape s: every element tells where it came from.
 static Tensor iota(const Shape& s) {
@@ -153,9 +152,7 @@ TEST_CASE("ops: embedding keeps only its ids for backward") {
 }
 
 TEST_CASE("ops: shape op backwards are bitwise equal on 1 and 2 threads") {
-    const int threads = num_threads();
-    auto run = [](int n) {
-        set_num_threads(n);
+    auto run = [] {
         Rng rng(35);
         const int64_t B = 4, T = 64, C = 256, V = 97;
         std::vector<int32_t> idv(size_t(B * T));
@@ -169,8 +166,7 @@ TEST_CASE("ops: shape op backwards are bitwise equal on 1 and 2 threads") {
         return std::vector<std::vector<float>>{y.to_vector(), L.to_vector(), W.grad().to_vector(),
                                                prompt.grad().to_vector()};
     };
-    const auto one = run(1), two = run(2);
-    set_num_threads(threads);
+    const auto [one, two] = with_1_and_2_threads(run);
     for (size_t k = 0; k < one.size(); k++) CHECK_MESSAGE(one[k] == two[k], "tensor " << k << " differs");
 }
 

@@ -3,7 +3,6 @@
 #include <cstring>
 #include "helpers.h"
 #include "engine/optim.h"
-#include "engine/parallel.h"
 
 TEST_SUITE("optim") {
 
@@ -190,10 +189,8 @@ TEST_CASE("optim: clip_grad_norm returns a non-finite norm without scaling") {
 }
 
 TEST_CASE("optim: clip_grad_norm and AdamW give the same bits on 1 and 2 threads") {
-    const int threads0 = num_threads();
-    std::vector<Tensor> out;
-    for (int n : {1, 2}) {
-        set_num_threads(n);
+    auto run = [] {
+        std::vector<Tensor> out;
         Rng r(4);
         ParamList pl;
         Tensor w = Tensor::randn({301, 401}, r), bias = Tensor::randn({401}, r);   // odd: uneven thread splits
@@ -209,10 +206,10 @@ TEST_CASE("optim: clip_grad_norm and AdamW give the same bits on 1 and 2 threads
         }
         out.push_back(w.clone());
         out.push_back(opt.state_tensors()[1].second.clone());   // v of w
-    }
-    set_num_threads(threads0);
-    const size_t half = out.size() / 2;
-    for (size_t k = 0; k < half; k++) CHECK_MESSAGE(same_bits(out[k], out[half + k]), "result " << k);
+        return out;
+    };
+    const auto [one, two] = with_1_and_2_threads(run);
+    for (size_t k = 0; k < one.size(); k++) CHECK_MESSAGE(same_bits(one[k], two[k]), "result " << k);
 }
 
 // A tiny model whose gradients depend on its weights, so any state difference would show.

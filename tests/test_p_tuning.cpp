@@ -1,31 +1,12 @@
 // tests/test_p_tuning.cpp — P-tuning as a lesson: prompt tuning whose P virtual embeddings come
 // out of a small trainable encoder (peft/p_tuning.cpp), read top to bottom.
-#include <stdlib.h>
-#include <filesystem>
 #include "peft_helpers.h"
 
 namespace {
-std::vector<float> logits_of(GPT& m, const Tensor& ids) {
-    NoGradGuard no_grad;
-    return m.forward(ids).to_vector();
-}
-
 json ptuning_config(int64_t P, const std::string& type = "MLP", int64_t h = 8) {
     return {{"peft_type", "P_TUNING"}, {"num_virtual_tokens", P}, {"encoder_reparameterization_type", type},
             {"encoder_hidden_size", h}};
 }
-
-// A fresh temporary folder, removed at the end of the scope.
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char tmpl[] = "/tmp/peft_ptuning_XXXXXX";
-        const char* p = mkdtemp(tmpl);
-        REQUIRE(p != nullptr);
-        path = p;
-    }
-    ~TempDir() { std::filesystem::remove_all(path); }
-};
 }  // namespace
 
 TEST_SUITE("peft") {

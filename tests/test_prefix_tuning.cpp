@@ -2,8 +2,6 @@
 // bottom: P trained key/value rows in front of every layer's own, where they come from in E,
 // that every query sees them, what they cost, and that training, saving and loading behave.
 #include <cmath>
-#include <cstdlib>
-#include <filesystem>
 #include "peft_helpers.h"
 #include "reference/naive_gpt.h"
 
@@ -17,21 +15,6 @@ json prefix_config(int64_t P, bool projection = false, int64_t h = 0) {
     if (h > 0) j["encoder_hidden_size"] = h;
     return j;
 }
-
-std::vector<float> logits_of(GPT& model, const Tensor& ids) {
-    NoGradGuard no_grad;
-    return model.forward(ids).to_vector();
-}
-
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char t[] = "/tmp/peft_prefix_XXXXXX";
-        REQUIRE(mkdtemp(t) != nullptr);
-        path = t;
-    }
-    ~TempDir() { std::filesystem::remove_all(path); }
-};
 
 }  // namespace
 
@@ -235,10 +218,7 @@ TEST_CASE("prefix: prompt_embeddings of the wrong shape, or from another base mo
                          doctest::Contains("unexpected tensor 'prompt_encoder.embedding.weight'"), ValueError);
 
     TempDir dir;
-    GPTConfig c = lesson_config();
-    c.n_embd = 32;
-    GPT wide(c, rng);
-    save_adapter(dir.path, *make_prefix_tuning(prefix_config(4), wide, rng), wide);
+    save_from_wider_base(dir.path, prefix_config(4), rng);
     CHECK_THROWS_WITH_AS(load_adapter(dir.path, *model, rng), doctest::Contains("n_embd 32 (adapter) vs 16 (model)"),
                          ValueError);
 }

@@ -1,32 +1,11 @@
 // tests/test_prompt_tuning.cpp — prompt tuning as a lesson: P learned embeddings in front of
 // the tokens (peft/prompt_tuning.cpp), read top to bottom.
-#include <stdlib.h>
 #include <algorithm>
-#include <filesystem>
 #include "peft_helpers.h"
-
-static std::vector<float> logits_of(GPT& m, const Tensor& ids) {
-    NoGradGuard no_grad;
-    return m.forward(ids).to_vector();
-}
 
 static json prompt_config(int64_t P, const std::string& init = "RANDOM") {
     return {{"peft_type", "PROMPT_TUNING"}, {"num_virtual_tokens", P}, {"prompt_tuning_init", init}};
 }
-
-namespace {
-// A fresh temporary folder, removed at the end of the scope.
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char tmpl[] = "/tmp/peft_prompt_XXXXXX";
-        const char* p = mkdtemp(tmpl);
-        REQUIRE(p != nullptr);
-        path = p;
-    }
-    ~TempDir() { std::filesystem::remove_all(path); }
-};
-}  // namespace
 
 TEST_SUITE("peft") {
 
@@ -231,10 +210,7 @@ TEST_CASE("prompt tuning: a mismatched adapter fails naming the tensor and both 
 
     // Saved from a wider model: load_adapter refuses before touching anything.
     TempDir dir;
-    GPTConfig wide_cfg = lesson_config();
-    wide_cfg.n_embd = 32;
-    GPT wide(wide_cfg, rng);
-    save_adapter(dir.path, *make_method(prompt_config(4), wide, rng), wide);
+    save_from_wider_base(dir.path, prompt_config(4), rng);
     CHECK_THROWS_WITH_AS(load_adapter(dir.path, *model, rng), doctest::Contains("n_embd 32 (adapter) vs 16 (model)"),
                          ValueError);
 }
