@@ -1,6 +1,6 @@
 // tests/peft_helpers.h — the shared set-up of the per-method lessons: a tiny GPT, a toy
-// batch, a checksum of the frozen base, a few AdamW steps on the method's tensors, and
-// scratch folders for saving adapters.
+// batch, no-grad logits, a checksum of the frozen base, a few AdamW steps on the method's
+// tensors, and scratch folders for saving adapters.
 #pragma once
 #include <stdlib.h>
 #include <cstring>
