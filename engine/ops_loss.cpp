@@ -54,7 +54,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
         const double log_s = std::log(row_sum_exp(z, V, m));
         sp[2 * r] = m;
         sp[2 * r + 1] = float(log_s);
-        row_loss[size_t(r)] = (double(m) + log_s) - double(z[tp[r]]);
+        row_loss[size_t(r)] = log_s - (double(z[tp[r]]) - double(m));   // not (m + log_s) − z: m may swallow log_s
     }
     double total = 0;   // summed in row order, by one thread: the same for any thread count
     for (int64_t r = 0; r < N; r++) total += row_loss[size_t(r)];

@@ -7,7 +7,13 @@
 void save_checkpoint(const std::string& path, const GPT& model, const Tokenizer& tok,
                      const std::map<std::string, std::string>& extra) {
     std::vector<std::pair<std::string, Tensor>> tensors;
-    for (const Param& p : model.params.all()) tensors.push_back({p.name, p.tensor});
+    for (const Param& p : model.params.all()) {
+        // Saved over a good checkpoint, a NaN would replace it with one that load_checkpoint refuses.
+        for (int64_t i = 0; i < p.tensor.numel(); i++)
+            ENGINE_CHECK(std::isfinite(p.tensor.data()[i]), NumericError,
+                         "{}: not saved: tensor '{}' holds a non-finite value at index {}", path, p.name, i);
+        tensors.push_back({p.name, p.tensor});
+    }
     std::map<std::string, std::string> meta = extra;
     meta["format"] = "pt";
     meta["peft.model_config"] = model.config.to_json();

@@ -19,7 +19,8 @@ struct Checkpoint {
     std::map<std::string, std::string> metadata;
 };
 
-// Written to a temp file in the same folder, fsynced and renamed (engine/fileio.h).
+// Written to a temp file in the same folder, fsynced and renamed (engine/fileio.h). A NaN or
+// Inf weight is a NumericError naming the tensor, and the previous file stays.
 void save_checkpoint(const std::string& path, const GPT& model, const Tokenizer& tok,
                      const std::map<std::string, std::string>& extra_metadata = {});
 // Validates: every contract tensor present with the config's shape, nothing unexpected,

@@ -345,12 +345,25 @@ std::string trainable_line(const GPT& model, const Method* m) {
 static const char* kConfigFile = "adapter_config.json";
 static const char* kWeightsFile = "adapter_model.safetensors";
 
+// The index of the first NaN or Inf in an F32 tensor, or -1.
+static int64_t first_nonfinite(const Tensor& t) {
+    if (t.dtype() != DType::F32) return -1;
+    for (int64_t i = 0; i < t.numel(); i++)
+        if (!std::isfinite(t.data()[i])) return i;
+    return -1;
+}
+
 int64_t save_adapter(const std::string& dir, const Method& m, const GPT& model) {
+    const NamedTensors state = m.state();
+    for (const auto& [name, t] : state) {   // load_adapter would refuse the file
+        const int64_t i = first_nonfinite(t);
+        ENGINE_CHECK(i < 0, NumericError, "{}: not saved: tensor '{}' holds a non-finite value at index {}", dir, name, i);
+    }
     make_dirs(dir);
     json cfg = m.config_json();
     cfg["peft_type"] = m.peft_type();
     const std::string weights = dir + "/" + kWeightsFile;
-    save_safetensors(weights, m.state(),
+    save_safetensors(weights, state,
                      {{"format", "pt"}, {"peft_type", m.peft_type()}, {"base_model_config", model.config.to_json()}});
     atomic_write_file(dir + "/" + kConfigFile, cfg.dump(2) + "\n");
     struct stat st{};
@@ -364,6 +377,10 @@ std::unique_ptr<Method> load_adapter(const std::string& dir, GPT& model, Rng& rn
     ENGINE_CHECK(!cfg.is_discarded(), FileError, "{}: not valid JSON", cfg_path);
     ENGINE_CHECK(cfg.is_object(), FileError, "{}: must hold a JSON object", cfg_path);
     SafeTensors st = load_safetensors(weights);
+    for (const auto& [name, t] : st.tensors) {
+        const int64_t i = first_nonfinite(t);
+        ENGINE_CHECK(i < 0, FileError, "{}: tensor '{}' holds a non-finite value at index {}", weights, name, i);
+    }
     if (st.metadata.count("base_model_config")) {
         GPTConfig saved = GPTConfig::from_json(st.metadata.at("base_model_config"));
         const GPTConfig& c = model.config;

@@ -176,5 +176,6 @@ private:
 std::string trainable_line(const GPT& model, const Method* m);
 
 // Save / load an adapter folder. Save prints nothing; returns the safetensors file size.
+// Non-finite values are refused both ways: NumericError on save, FileError on load.
 int64_t save_adapter(const std::string& dir, const Method& m, const GPT& model);
 std::unique_ptr<Method> load_adapter(const std::string& dir, GPT& model, Rng& rng);

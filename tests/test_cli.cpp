@@ -1,0 +1,213 @@
+// tests/test_cli.cpp — the real `peft` program on bad command lines and bad files
+// (RELIABILITY.md §6 table C), and one round trip: pretrain -> LoRA fine-tune -> eval with
+// the adapter -> merge -> forward. PEFT_BIN names the program (default build/peft; `make test`
+// sets it). Exit codes, from cli/main.cpp: 0 ok, 1 an error (one line "error: ..." on stderr),
+// 2 a command line CLI11 rejects (its message names the flag).
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Run {
+    int code = -1;
+    std::string out, err;
+};
+
+std::string slurp(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+std::string peft_bin() {
+    const char* env = std::getenv("PEFT_BIN");
+    return fs::absolute(env && *env ? env : "build/peft").string();
+}
+
+// `peft ARGS` inside `dir`, with stdout and stderr captured.
+Run run_in(const std::string& dir, const std::string& args) {
+    const std::string bin = peft_bin();
+    REQUIRE_MESSAGE(fs::exists(bin), "no peft program at " << bin << " (build it, or set PEFT_BIN)");
+    const std::string cmd = "cd '" + dir + "' && '" + bin + "' " + args + " >out.txt 2>err.txt";
+    const int status = std::system(cmd.c_str());
+    Run r;
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r.out = slurp(dir + "/out.txt");
+    r.err = slurp(dir + "/err.txt");
+    return r;
+}
+
+const char* kTiny = "--n_layer 1 --n_head 2 --n_embd 16 --block 16 --batch 2 --eval_iters 1 --samples 0 --threads 1";
+const char* kQuick = "--batch 2 --eval_iters 1 --samples 0 --threads 1";
+
+// One folder for the whole file: a small corpus, a task file the corpus's characters cover, bad
+// datasets, a base model, a narrower base model, and a LoRA and a prefix adapter on the base.
+struct Workspace {
+    std::string dir;
+    Workspace() {
+        char tmpl[] = "/tmp/peft_cli_XXXXXX";
+        REQUIRE(mkdtemp(tmpl) != nullptr);
+        dir = tmpl;
+        std::string corpus, task;
+        for (int i = 0; i < 120; i++) corpus += "the cat sat on the mat. a dog ran to it. ";
+        for (int a = 0; a < 8; a++)
+            for (int b = 0; b < 8; b++) task += std::to_string(a) + "+" + std::to_string(b) + "=\t" + std::to_string(a + b) + ".\n";
+        std::ofstream(dir + "/c.txt") << corpus << "\n0123456789+=.\t\n";
+        std::ofstream(dir + "/t.tsv") << task;
+        std::ofstream(dir + "/empty.txt");
+        std::ofstream(dir + "/blob.dat", std::ios::binary) << std::string("\x7f" "ELF\x02\x01\x01\x00\x00", 9);
+        std::ofstream(dir + "/afile") << "not a folder\n";
+        for (const std::string& args : {std::string("train --data c.txt --out base --steps 2 ") + kTiny,
+                                       std::string("train --data c.txt --out narrow --steps 1 --n_layer 1 --n_head 2 --n_embd 8 "
+                                                   "--block 16 --batch 2 --eval_iters 1 --samples 0 --threads 1"),
+                                       std::string("train --base base/model.safetensors --method lora --data t.tsv --out lora --steps 2 ") + kQuick,
+                                       std::string("train --base base/model.safetensors --method prefix --num_virtual_tokens 2 "
+                                                   "--data t.tsv --out prefix --steps 2 ") + kQuick}) {
+            const Run r = run_in(dir, args);
+            REQUIRE_MESSAGE(r.code == 0, "peft " << args << "\n" << r.err);
+        }
+    }
+    ~Workspace() { std::error_code ec; fs::remove_all(dir, ec); }
+};
+
+Workspace& ws() {
+    static Workspace w;
+    return w;
+}
+
+Run peft(const std::string& args) { return run_in(ws().dir, args); }
+
+// Exit code 1 and exactly one line on stderr, "error: ..." containing `fragment`.
+void expect_error(const std::string& args, const std::string& fragment) {
+    const Run r = peft(args);
+    INFO("peft " << args << "\nstderr: " << r.err);
+    CHECK(r.code == 1);
+    CHECK(r.err.rfind("error: ", 0) == 0);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK(r.err.find(fragment) != std::string::npos);
+}
+
+// Exit code 2 (CLI11 rejected the command line), its message containing `fragment`.
+void expect_usage_error(const std::string& args, const std::string& fragment) {
+    const Run r = peft(args);
+    INFO("peft " << args << "\nstderr: " << r.err);
+    CHECK(r.code == 2);
+    CHECK(r.err.find(fragment) != std::string::npos);
+}
+
+}  // namespace
+
+TEST_SUITE("cli") {
+
+TEST_CASE("cli: an unknown flag exits 2 naming the flag") {
+    expect_usage_error("train --data c.txt --out o --bogus 1", "The following arguments were not expected: 1 --bogus");
+}
+
+TEST_CASE("cli: malformed numbers ('12abc', '-1' steps, '1e400') and a flag missing its value exit 2 naming the flag") {
+    expect_usage_error("train --data c.txt --out o --steps 12abc", "--steps: Value 12abc not in range");
+    expect_usage_error("train --data c.txt --out o --steps -1", "--steps: Value -1 not in range");
+    expect_usage_error("train --data c.txt --out o --steps 1e400", "--steps: Value 1e400 not in range");
+    expect_usage_error("train --data c.txt --out o --lr 1e400", "--lr: Value 1e400 not in range");
+    expect_usage_error("train --data c.txt --out o --steps", "--steps: 1 required");
+    CHECK(!fs::exists(ws().dir + "/o"));
+}
+
+TEST_CASE("cli: an unknown --method exits 2 listing the choices") {
+    expect_usage_error("train --data c.txt --out o --method qlora", "--method: qlora not in {full,lora,ia3,adapter,prefix,prompt,ptuning}");
+}
+
+TEST_CASE("cli: a missing --data file exits 1 with one error line naming it") {
+    expect_error(std::string("train --data missing.txt --out o ") + kTiny, "dataset 'missing.txt' not found");
+}
+
+TEST_CASE("cli: an empty dataset exits 1 saying it is empty") {
+    expect_error(std::string("train --data empty.txt --out o ") + kTiny, "dataset 'empty.txt' is empty");
+}
+
+TEST_CASE("cli: a binary dataset exits 1 saying it looks binary") {
+    expect_error(std::string("train --data blob.dat --out o ") + kTiny, "dataset 'blob.dat' looks binary: NUL byte at offset 7");
+}
+
+TEST_CASE("cli: --block larger than the loaded base model's exits 1 before training") {
+    expect_error(std::string("train --base base/model.safetensors --method lora --data t.tsv --out o --block 64 ") + kQuick,
+                 "--block cannot change a loaded model");
+    CHECK(peft("train --base base/model.safetensors --method lora --data t.tsv --out o --block 64").out.find("step") ==
+          std::string::npos);
+}
+
+TEST_CASE("cli: eval --adapter from another base model exits 1 naming the mismatch") {
+    expect_error("eval --model narrow/model.safetensors --adapter lora --data t.tsv --threads 1",
+                 "lora/adapter_model.safetensors: adapter was trained on another base model: n_embd 16 (adapter) vs 8 (model)");
+}
+
+TEST_CASE("cli: merging a prefix adapter exits 1 saying it cannot be merged") {
+    expect_error("merge --model base/model.safetensors --adapter prefix --out merged.safetensors --threads 1",
+                 "PREFIX_TUNING adapters cannot be merged into the base weights (only LORA and IA3 can)");
+    CHECK(!fs::exists(ws().dir + "/merged.safetensors"));
+}
+
+TEST_CASE("cli: --out that is a file exits 1 naming it, before any training") {
+    const Run r = peft(std::string("train --data c.txt --out afile ") + kTiny);
+    CHECK(r.code == 1);
+    CHECK(r.err == "error: afile: not a folder\n");
+    CHECK(r.out.empty());
+    CHECK(slurp(ws().dir + "/afile") == "not a folder\n");
+}
+
+TEST_CASE("cli: a model file that is not a checkpoint, or a prompt outside the vocabulary, exits 1 naming the problem") {
+    expect_error("eval --model c.txt --data c.txt --threads 1", "c.txt: header too large");
+    expect_error("generate --model base/model.safetensors --prompt 'the %' --threads 1",
+                 "character '%' (U+0025) at position 4 (line 1, column 5) is not in the vocabulary");
+}
+
+TEST_CASE("cli: pretrain, LoRA fine-tune, eval with the adapter, merge and forward work end to end; --json parses") {
+    const std::string rt = ws().dir + "/rt";
+    fs::create_directory(rt);
+    fs::copy_file(ws().dir + "/c.txt", rt + "/c.txt");
+    fs::copy_file(ws().dir + "/t.tsv", rt + "/t.tsv");
+    auto ok = [&](const std::string& args) {
+        const Run r = run_in(rt, args);
+        INFO("peft " << args << "\nstderr: " << r.err);
+        REQUIRE(r.code == 0);
+        CHECK(r.err.empty());
+        return r;
+    };
+    // the last line of stdout, as JSON
+    auto last_json = [](const Run& r) {
+        std::string s = r.out;
+        while (!s.empty() && s.back() == '\n') s.pop_back();
+        return nlohmann::json::parse(s.substr(s.find_last_of('\n') + 1));
+    };
+    ok(std::string("train --data c.txt --out base --steps 3 ") + kTiny);
+    CHECK(fs::exists(rt + "/base/model.safetensors"));
+    const Run ft = ok(std::string("train --base base/model.safetensors --method lora --r 2 --data t.tsv --out lora --steps 3 --json ") + kQuick);
+    const nlohmann::json j = last_json(ft);
+    CHECK(j["method"] == "lora");
+    CHECK(j["steps"] == 3);
+    CHECK(j["trainable_params"] == j["expected_trainable_params"]);
+    CHECK(std::isfinite(j["train_loss"].get<double>()));
+    CHECK(fs::exists(rt + "/lora/adapter_config.json"));
+    const nlohmann::json e = last_json(ok("eval --model base/model.safetensors --adapter lora --data t.tsv --eval_iters 2 "
+                                          "--accuracy_examples 3 --json --threads 1"));
+    CHECK(std::isfinite(e["val_loss"].get<double>()));
+    CHECK(e["accuracy"].get<double>() >= 0.0);
+    const Run m = ok("merge --model base/model.safetensors --adapter lora --out merged.safetensors --threads 1");
+    CHECK(m.out.find("merged LORA into base/model.safetensors") != std::string::npos);
+    const Run f = ok("forward --model merged.safetensors --text '1+2=' --out logits.safetensors --threads 1");
+    CHECK(f.out.find("tokens [4], logits [4, ") != std::string::npos);
+    CHECK(fs::file_size(rt + "/logits.safetensors") > 4 * 4);
+}
+
+}  // TEST_SUITE
