@@ -184,7 +184,7 @@ TEST_CASE("hardening: LoRA r = 0 or negative is a ValueError quoting the value, 
         CHECK_THROWS_WITH_AS(load_into_fresh(dir),
                              doctest::Contains(fmt::format("`r` should be a positive integer value but the value passed is {}", r).c_str()),
                              ValueError);
-        CHECK_THROWS_WITH_AS(load_into_fresh(dir), doctest::Contains((dir + "/adapter_config.json: invalid LoRA config").c_str()),
+        CHECK_THROWS_WITH_AS(load_into_fresh(dir), doctest::Contains((dir + "/adapter_config.json: invalid LORA config").c_str()),
                              ValueError);
     }
 }
