@@ -82,9 +82,14 @@ Tokenizer::Tokenizer(Kind k, std::vector<char32_t> chars) : kind_(k), chars_(std
 Tokenizer Tokenizer::chars_of(const std::string& text) {
     ENGINE_CHECK(!text.empty(), ValueError, "tokenizer: cannot build a character vocabulary from empty text");
     std::vector<bool> seen(0x110000, false);   // one bit per possible code point: linear time
-    for (size_t i = 0; i < text.size();) seen[next_char(text, i)] = true;
+    char32_t top = 0;                          // the highest one seen: ASCII text scans 128 bits, not 1.1M
+    for (size_t i = 0; i < text.size();) {
+        const char32_t c = next_char(text, i);
+        seen[c] = true;
+        top = std::max(top, c);
+    }
     std::vector<char32_t> cs;
-    for (char32_t c = 0; c < 0x110000; c++)
+    for (char32_t c = 0; c <= top; c++)
         if (seen[c]) cs.push_back(c);
     return Tokenizer(Kind::Char, std::move(cs));
 }
