@@ -84,7 +84,7 @@ fuzz:
 	  mkdir -p build-fuzz/corpus/$$t && cp tests/fuzz/seeds/$$t/* build-fuzz/corpus/$$t/; \
 	  ./build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_TIME) -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
 	    build-fuzz/corpus/$$t > build-fuzz/fuzz_$$t.log 2>&1; rc=$$?; echo "fuzz_$$t:"; \
-	  grep -E "^#[0-9]+ *DONE|number_of_executed_units" build-fuzz/fuzz_$$t.log; \
+	  grep -E "^#[0-9]+[[:space:]]+DONE|number_of_executed_units" build-fuzz/fuzz_$$t.log; \
 	  [ $$rc = 0 ] || { tail -40 build-fuzz/fuzz_$$t.log; exit 1; }; \
 	done
 
