@@ -76,3 +76,26 @@ inline void add_column_sums(GradBuf db, const float* a, int64_t rows, int64_t n,
         for (int64_t j = 0; j < w; j++) db.acc(j0 + j, acc[j]);
     }
 }
+
+// ---- dropout masks (the dropout op and LoRA's branch dropout draw them the same way)
+
+// numel n as bits (1 = kept), drawn on this thread word after word — a seed fixes it for any
+// thread count — each rng.next_u64() giving two 32-bit draws, element i kept when its draw is
+// >= p·2³². As bits the mask costs 1/32 of the tensor it masks.
+inline Tensor draw_dropout_mask(int64_t n, float p, Rng& rng) {
+    Tensor mask = Tensor::empty({(n + 31) / 32}, DType::I32);
+    uint32_t* m = reinterpret_cast<uint32_t*>(mask.idata());
+    const uint64_t cut = uint64_t(double(p) * 4294967296.0);
+    for (int64_t w = 0; w < mask.numel(); w++) {
+        uint32_t word = 0;
+        for (int k = 0; k < 32; k += 2) {
+            const uint64_t draws = rng.next_u64();
+            word |= uint32_t((draws & 0xffffffffu) >= cut) << k | uint32_t((draws >> 32) >= cut) << (k + 1);
+        }
+        m[w] = word;
+    }
+    return mask;
+}
+inline const uint32_t* mask_bits(const Tensor& mask) { return reinterpret_cast<const uint32_t*>(mask.idata()); }
+// 1.0 where element i is kept, else 0.0 (a multiply instead of a branch, so loops vectorise).
+inline float mask_kept(const uint32_t* m, int64_t i) { return float((m[i >> 5] >> (i & 31)) & 1u); }

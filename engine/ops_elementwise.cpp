@@ -207,28 +207,18 @@ Tensor dropout(const Tensor& x, float p, bool training, Rng& rng) {
     ENGINE_CHECK(p >= 0.f && p < 1.f, ValueError, "dropout: p must be in [0, 1), got {}", p);
     if (p == 0.f || !training) return x;
     const int64_t n = x.numel();
-    Tensor mask = Tensor::empty({(n + 31) / 32}, DType::I32);
-    uint32_t* m = reinterpret_cast<uint32_t*>(mask.idata());
-    const uint64_t cut = uint64_t(double(p) * 4294967296.0);
-    for (int64_t w = 0; w < mask.numel(); w++) {
-        uint32_t bits = 0;
-        for (int k = 0; k < 32; k += 2) {
-            const uint64_t r = rng.next_u64();
-            bits |= uint32_t((r & 0xffffffffu) >= cut) << k | uint32_t((r >> 32) >= cut) << (k + 1);
-        }
-        m[w] = bits;
-    }
+    Tensor mask = draw_dropout_mask(n, p, rng);
+    const uint32_t* m = mask_bits(mask);
     const float s = 1.f / (1.f - p);
     Tensor y = Tensor::empty(x.shape());
     const float* xp = x.data();
-    // bit i of the mask is word i/32, bit i%32; multiplying by it (no branch) lets this vectorise
-    map_n(y.data(), n, [xp, m, s](int64_t i) { return float((m[i >> 5] >> (i & 31)) & 1u) * s * xp[i]; });
+    map_n(y.data(), n, [xp, m, s](int64_t i) { return mask_kept(m, i) * s * xp[i]; });
     Saved ms = needs_grad(x) ? save(mask) : Saved();
     record(y, "dropout", {x}, [ms, n, s](const Tensor& dy, Grads& g) {
         // forward: y = x m s, so dx = dy m s
         const float* d = dy.data();
-        const uint32_t* mv = reinterpret_cast<const uint32_t*>(ms->idata());
-        acc_n(g.buf(0), n, [d, mv, s](int64_t i) { return float((mv[i >> 5] >> (i & 31)) & 1u) * s * d[i]; });
+        const uint32_t* mv = mask_bits(*ms);
+        acc_n(g.buf(0), n, [d, mv, s](int64_t i) { return mask_kept(mv, i) * s * d[i]; });
     });
     return y;
 }

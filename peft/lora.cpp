@@ -26,27 +26,8 @@
 
 // ---- the fused op
 
-// The dropout mask as bits (1 = kept), drawn as the engine's dropout op draws it: on this
-// thread, word after word (a seed fixes it for any thread count), each rng.next_u64() giving two
-// 32-bit draws, an element kept when its draw is >= p·2³². As bits it costs 1/32 of x.
-static Tensor draw_mask(int64_t n, float p, Rng& rng) {
-    Tensor mask = Tensor::empty({(n + 31) / 32}, DType::I32);
-    uint32_t* m = reinterpret_cast<uint32_t*>(mask.idata());
-    const uint64_t cut = uint64_t(double(p) * 4294967296.0);
-    for (int64_t w = 0; w < mask.numel(); w++) {
-        uint32_t word = 0;
-        for (int k = 0; k < 32; k += 2) {
-            const uint64_t draws = rng.next_u64();
-            word |= uint32_t((draws & 0xffffffffu) >= cut) << k | uint32_t((draws >> 32) >= cut) << (k + 1);
-        }
-        m[w] = word;
-    }
-    return mask;
-}
-// 1.0 where element i is kept, else 0.0 (a multiply instead of a branch, so loops vectorise).
-static const uint32_t* bits(const Tensor& mask) { return reinterpret_cast<const uint32_t*>(mask.idata()); }
-static float kept(const uint32_t* m, int64_t i) { return float((m[i >> 5] >> (i & 31)) & 1u); }
-
+// The branch's dropout mask comes from draw_dropout_mask (engine/kernels.h), as the engine's
+// dropout op draws it, so the same seed gives the same mask.
 Tensor lora_linear(const Tensor& x, const Tensor& W, const Tensor& b, const Tensor& A, const Tensor& B, float s,
                    float p, bool training, Rng& rng) {
     ENGINE_CHECK(W.ndim() == 2 && x.ndim() >= 1 && x.shape().back() == W.size(1), ShapeError,
@@ -69,11 +50,11 @@ Tensor lora_linear(const Tensor& x, const Tensor& W, const Tensor& b, const Tens
     const float keep_scale = 1.f / (1.f - p);
     Tensor xd = x, mask;
     if (drop) {
-        mask = draw_mask(rows * in, p, rng);
+        mask = draw_dropout_mask(rows * in, p, rng);
         xd = Tensor::empty(x.shape());
         const float* xp = x.data();
-        const uint32_t* m = bits(mask);
-        map_n(xd.data(), rows * in, [xp, m, keep_scale](int64_t i) { return kept(m, i) * keep_scale * xp[i]; });
+        const uint32_t* m = mask_bits(mask);
+        map_n(xd.data(), rows * in, [xp, m, keep_scale](int64_t i) { return mask_kept(m, i) * keep_scale * xp[i]; });
     }
     Tensor u = Tensor::empty({rows, r});   // u = xd Aᵀ: (rows, r)
     gemm(Trans::N, Trans::T, rows, r, in, 1.f, xd.data(), A.data(), 0.f, u.data());
@@ -120,8 +101,8 @@ Tensor lora_linear(const Tensor& x, const Tensor& W, const Tensor& b, const Tens
                 Tensor t = Tensor::empty({rows, in});
                 gemm(Trans::N, Trans::N, rows, in, r, 1.f, du.data(), As.data(), 0.f, t.data());
                 const float *tp = t.data(), *d = dx.p;
-                const uint32_t* m = bits(*ms);
-                map_n(dx.p, rows * in, [d, tp, m, keep_scale](int64_t i) { return d[i] + kept(m, i) * keep_scale * tp[i]; });
+                const uint32_t* m = mask_bits(*ms);
+                map_n(dx.p, rows * in, [d, tp, m, keep_scale](int64_t i) { return d[i] + mask_kept(m, i) * keep_scale * tp[i]; });
             }
         }
     });
