@@ -4,8 +4,8 @@
 // Transposes are flags passed to cblas_sgemm, never copies. beta = 0 overwrites C (its
 // old contents may be garbage, even NaN); beta = 1 accumulates, as every backward does.
 //
-// See Note [Threading: rows are independent] in engine/parallel.h: never call gemm from
-// inside an OpenMP parallel region; OpenBLAS's own threads share our OpenMP pool.
+// See Note [Threading: rows are independent] in engine/parallel.h: OpenBLAS's threads share
+// our OpenMP pool, and a gemm called inside a parallel region runs single-threaded.
 #pragma once
 #include <cstdint>
 

@@ -8,13 +8,20 @@
 // Query rows [i0, i1) see no key at or beyond P + i1, so each block of rows runs its GEMMs over
 // only the first P + i1 keys: at T = 256 with blocks of 64 rows that is 5/8 of the dense work.
 // Inside a block the few keys right of the diagonal are computed and then masked (A = 0 there);
-// the entries of A right of P + i1 are never written nor read. Per head, the GEMMs of all blocks
-// run one after another (OpenBLAS threads inside each, never inside our parallel loops), and
-// between them one OpenMP loop over the head's rows does the softmax or its backward.
+// the entries of A right of P + i1 are never written nor read.
+//
+// Note [Attention: one head per thread]
+// One head's GEMMs are small (T × D × T), too small to split over threads, and a team of
+// threads woken for every one of them mostly waits. So the (batch, head) pairs are shared out
+// among the threads; each runs its heads' GEMMs and softmax alone (gemm inside a parallel
+// region is single-threaded, see engine/parallel.h). Each head is computed by one thread in a
+// fixed order, so results do not depend on the thread count.
+#include <omp.h>
 #include <algorithm>
 #include <cmath>
 #include "blas.h"
 #include "ops.h"
+#include "parallel.h"
 #include "row_kernels.h"
 
 static constexpr int64_t kRowBlock = 64;
@@ -27,7 +34,6 @@ static int64_t block_keys(int64_t i, int64_t P, int64_t T) {
 // One head's scores a (T rows of Tk = P + T keys) become probabilities: row i is a softmax over its
 // P + i + 1 visible keys (≥ 1, so the max is finite), and 0 for the masked keys its GEMMs reach.
 static void masked_softmax(float* a, int64_t T, int64_t P, int64_t Tk) {
-#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < T; i++) {
         float* row = a + i * Tk;
         const int64_t n = P + i + 1;
@@ -43,7 +49,6 @@ static void masked_softmax(float* a, int64_t T, int64_t P, int64_t Tk) {
 
 // One head's softmax backward, in place: d holds dA on entry and dS = A ⊙ (dA − rowsum(dA ⊙ A)) on exit.
 static void masked_softmax_backward(const float* a, float* d, int64_t T, int64_t P, int64_t Tk) {
-#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < T; i++) {
         const float* ai = a + i * Tk;
         float* di = d + i * Tk;
@@ -69,14 +74,15 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64
     const bool need_q = needs_grad(q), need_k = needs_grad(k), need_v = needs_grad(v);
     const bool any = need_q || need_k || need_v;
 
-    // The probabilities A are kept for backward; without it one head's worth is scratch space.
-    Tensor y = Tensor::empty(q.shape()), A = any ? Tensor::empty({B, H, T, Tk}) : Tensor::empty({1, 1, T, Tk});
-    const int64_t a_stride = any ? T * Tk : 0;
+    // The probabilities A are kept for backward; without it each thread has one head's worth of scratch.
+    const int64_t nt = std::min<int64_t>(num_threads(), B * H);
+    Tensor y = Tensor::empty(q.shape()), A = any ? Tensor::empty({B, H, T, Tk}) : Tensor::empty({nt, 1, T, Tk});
     const float *qp = q.data(), *kp = k.data(), *vp = v.data();
     float *yp = y.data(), *ap = A.data();
+#pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t bh = 0; bh < B * H; bh++) {
         const float *qb = qp + bh * T * D, *kb = kp + bh * Tk * D, *vb = vp + bh * Tk * D;
-        float *ab = ap + bh * a_stride, *yb = yp + bh * T * D;
+        float *ab = ap + (any ? bh : omp_get_thread_num()) * T * Tk, *yb = yp + bh * T * D;
         for (int64_t i0 = last; i0 >= 0; i0 -= kRowBlock) {   // S[i0:i1, 0:n] = scale · q[i0:i1] k[0:n]ᵀ
             const int64_t i1 = std::min(T, i0 + kRowBlock), n = P + i1;
             gemm_ld(Trans::N, Trans::T, i1 - i0, n, D, scale, qb + i0 * D, D, kb, D, 0.f, ab + i0 * Tk, Tk);
@@ -102,10 +108,12 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64
         const bool need_q = g.needs(0), need_k = g.needs(1), need_v = g.needs(2);
         GradBuf dq = need_q ? g.buf(0) : GradBuf(), dk = need_k ? g.buf(1) : GradBuf();
         GradBuf dv = need_v ? g.buf(2) : GradBuf();
-        Tensor dS = Tensor::empty({T, Tk});   // one head's dA, then dS; reused
-        float* ds = dS.data();
+        const int64_t nt = std::min<int64_t>(num_threads(), B * H);
+        Tensor dS = Tensor::empty({nt, T, Tk});   // per thread: one head's dA, then dS; reused
         const float *dyp = dy.data(), *ap = as.data();
+#pragma omp parallel for schedule(static) num_threads(nt)
         for (int64_t bh = 0; bh < B * H; bh++) {
+            float* ds = dS.data() + omp_get_thread_num() * T * Tk;
             const float *ab = ap + bh * T * Tk, *dyb = dyp + bh * T * D;
             for (int64_t i0 = last; need_v && i0 >= 0; i0 -= kRowBlock) {   // dv[0:n] += A[i0:i1, 0:n]ᵀ dy[i0:i1]
                 const int64_t i1 = std::min(T, i0 + kRowBlock), n = P + i1;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include "kernels.h"
 #include "ops.h"
+#include "row_kernels.h"
 
 static void check_same_shape(const char* op, const Tensor& a, const Tensor& b) {
     ENGINE_CHECK(a.shape() == b.shape(), ShapeError,
@@ -121,7 +122,7 @@ Tensor gelu(const Tensor& x) {
     const float* xp = x.data();
     map_n(y.data(), n, [xp](int64_t i) {
         const float v = xp[i], u = kGeluK * (v + kGeluA * v * v * v);
-        return v / (1.f + std::exp(-2.f * u));
+        return v * sigmoid_of(2.f * u);
     });
     Saved xs = needs_grad(x) ? save(x) : Saved();
     record(y, "gelu", {x}, [xs, n](const Tensor& dy, Grads& g) {
@@ -130,7 +131,7 @@ Tensor gelu(const Tensor& x) {
         const float *d = dy.data(), *xv = xs.data();
         acc_n(g.buf(0), n, [d, xv](int64_t i) {
             const float v = xv[i], u = kGeluK * (v + kGeluA * v * v * v);
-            const float s = 1.f / (1.f + std::exp(-2.f * u)), du = kGeluK * (1.f + 3.f * kGeluA * v * v);
+            const float s = sigmoid_of(2.f * u), du = kGeluK * (1.f + 3.f * kGeluA * v * v);
             return d[i] * (s + v * s * (1.f - s) * 2.f * du);
         });
     });
@@ -170,7 +171,7 @@ Tensor sigmoid(const Tensor& x) {
     const int64_t n = x.numel();
     Tensor y = Tensor::empty(x.shape());
     const float* xp = x.data();
-    map_n(y.data(), n, [xp](int64_t i) { return 1.f / (1.f + std::exp(-xp[i])); });   // exp → inf gives 0
+    map_n(y.data(), n, [xp](int64_t i) { return sigmoid_of(xp[i]); });
     Saved ys = needs_grad(x) ? save(y) : Saved();
     record(y, "sigmoid", {x}, [ys, n](const Tensor& dy, Grads& g) {
         // forward: y = σ(x), so dx = dy y (1 - y)
@@ -184,13 +185,13 @@ Tensor silu(const Tensor& x) {
     const int64_t n = x.numel();
     Tensor y = Tensor::empty(x.shape());
     const float* xp = x.data();
-    map_n(y.data(), n, [xp](int64_t i) { return xp[i] / (1.f + std::exp(-xp[i])); });
+    map_n(y.data(), n, [xp](int64_t i) { return xp[i] * sigmoid_of(xp[i]); });
     Saved xs = needs_grad(x) ? save(x) : Saved();
     record(y, "silu", {x}, [xs, n](const Tensor& dy, Grads& g) {
         // forward: y = x σ(x), so dx = dy (σ + x σ (1 - σ)) = dy σ (1 + x (1 - σ))
         const float *d = dy.data(), *xv = xs.data();
         acc_n(g.buf(0), n, [d, xv](int64_t i) {
-            const float s = 1.f / (1.f + std::exp(-xv[i]));
+            const float s = sigmoid_of(xv[i]);
             return d[i] * s * (1.f + xv[i] * (1.f - s));
         });
     });

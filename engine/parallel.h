@@ -6,8 +6,10 @@
 // cross-thread reductions. So results are bitwise identical for any thread count.
 // Reductions across rows (a bias gradient, a LayerNorm weight gradient) are split over
 // output *columns* instead, each thread summing its columns over all rows in order.
-// BLAS is never called inside a parallel region: OpenBLAS (its OpenMP build) runs its own
-// threads from the same OpenMP pool, so the two never oversubscribe the cores.
+// OpenBLAS (its OpenMP build) runs its own threads from the same OpenMP pool, so the two
+// never oversubscribe the cores. A gemm called from inside one of our parallel regions runs
+// on the calling thread alone (OpenBLAS checks omp_in_parallel()): attention uses that to
+// give each thread whole heads (Note [Attention: one head per thread]).
 #pragma once
 
 void set_num_threads(int n);   // OpenMP and OpenBLAS together; default: OMP_NUM_THREADS or all cores

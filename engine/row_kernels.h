@@ -66,6 +66,13 @@ inline float exp_nonpos(float x) {
     return x > -87.3f ? p * two_n : (x == x ? 0.f : x);
 }
 
+// σ(z) = 1 / (1 + e^−z) from exp_nonpos(−|z|), so it vectorises the same way and never overflows:
+// with e = e^−|z|, σ(z) = 1 / (1 + e) for z ≥ 0 and e / (1 + e) for z < 0.
+inline float sigmoid_of(float z) {
+    const float e = exp_nonpos(-std::fabs(z)), r = 1.f / (1.f + e);
+    return z >= 0.f ? r : e * r;
+}
+
 // Σ_j e^(x[j] − m) in double, for m ≥ max_j x[j]: the normaliser of a softmax.
 inline double row_sum_exp(const float* x, int64_t n, float m) {
     double s[8] = {0};
