@@ -60,3 +60,5 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64
 // (N) or (B,T), a target of ignore_index (-1) is skipped; the mean is over the rest. -> (1)
 // If every target is ignored the loss is 0 with zero gradient.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index = -1);
+// cross_entropy(linear(x, W), targets) keeping only dlogits (Note [The LM head and its loss, fused]).
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& W, const Tensor& targets, int32_t ignore_index = -1);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <string>
 #include <vector>
+#include "blas.h"
 #include "ops.h"
 #include "row_kernels.h"
 
@@ -15,6 +16,20 @@
 static std::string position(const Tensor& targets, int64_t r) {
     if (targets.ndim() == 2) return fmt::format("[{}, {}]", r / targets.size(1), r % targets.size(1));
     return fmt::format("[{}]", r);
+}
+
+// Checks every target is in [0, V) or the ignore_index; returns how many are not ignored.
+static int64_t count_targets(const char* op, const Tensor& targets, int64_t V, int32_t ignore_index) {
+    const int32_t* tp = targets.idata();
+    int64_t n_valid = 0;
+    for (int64_t r = 0; r < targets.numel(); r++) {   // validate before the parallel loop (no throwing inside it)
+        if (tp[r] == ignore_index) continue;
+        ENGINE_CHECK(tp[r] >= 0 && tp[r] < V, ValueError,
+                     "{}: target {} at position {} of targets {} is outside [0, {}) and is not the "
+                     "ignore_index {}", op, tp[r], position(targets, r), targets.shape().str(), V, ignore_index);
+        n_valid++;
+    }
+    return n_valid;
 }
 
 // Mean over the non-ignored rows of logsumexp(logits_r) − logits_r[target_r].  -> (1)
@@ -31,14 +46,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
                  describe(targets));
     const int64_t V = logits.shape().back(), N = targets.numel();
     const int32_t* tp = targets.idata();
-    int64_t n_valid = 0;
-    for (int64_t r = 0; r < N; r++) {   // validate before the parallel loop (no throwing inside it)
-        if (tp[r] == ignore_index) continue;
-        ENGINE_CHECK(tp[r] >= 0 && tp[r] < V, ValueError,
-                     "cross_entropy: target {} at position {} of targets {} is outside [0, {}) and is not the "
-                     "ignore_index {}", tp[r], position(targets, r), targets.shape().str(), V, ignore_index);
-        n_valid++;
-    }
+    const int64_t n_valid = count_targets("cross_entropy", targets, V, ignore_index);
 
     // stats[r] = (row max, log Σ exp(z − max)): logsumexp = their sum, kept apart so a huge max
     // does not swallow the small log term when the backward recomputes exp(z − max − log Σ).
@@ -81,6 +89,73 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
 #pragma omp simd
             for (int64_t j = 0; j < V; j++) dz.acc(r * V + j, k * exp_nonpos((z[j] - m) - log_s));
             dz.p[r * V + t] -= k;
+        }
+    });
+    return loss;
+}
+
+// Note [The LM head and its loss, fused]
+// With a vocabulary of 50k the logits are the largest activation of a step (N × V floats), and
+// cross_entropy keeps them for its backward, which then writes a second N × V matrix dz. But
+// dz = dy · (softmax(z) − onehot) / n needs only z, and the scalar dy is 1 in training. So this
+// op computes z = x Wᵀ, turns it in place into (softmax(z) − onehot) / n while it takes each
+// row's loss, and keeps that one matrix: the backward is two GEMMs scaled by dy. The same
+// values as cross_entropy(linear(x, W), targets), with half the memory and no second pass.
+
+// x: (..., C)  W: (V, C)  targets: x's shape without C  ->  (1)
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& W, const Tensor& targets, int32_t ignore_index) {
+    Shape rows_shape = x.shape();   // what targets must be: x's shape without C
+    if (rows_shape.ndim > 0) rows_shape.ndim--;
+    ENGINE_CHECK(W.ndim() == 2 && x.ndim() >= 2 && x.shape().back() == W.size(1) && W.size(0) > 0 &&
+                     targets.shape() == rows_shape,
+                 ShapeError,
+                 "linear_cross_entropy: x {}, W {} and targets {} do not match (need x (..., C), W (V, C) and "
+                 "targets shaped like x without C)", x.shape().str(), W.shape().str(), targets.shape().str());
+    ENGINE_CHECK(targets.dtype() == DType::I32, ValueError, "linear_cross_entropy: targets must be int32, got {}",
+                 describe(targets));
+    const int64_t V = W.size(0), C = W.size(1), N = targets.numel();
+    const int32_t* tp = targets.idata();
+    const int64_t n_valid = count_targets("linear_cross_entropy", targets, V, ignore_index);
+    const bool need = needs_grad(x) || needs_grad(W);
+
+    Tensor Z = Tensor::empty({N, V});   // the logits; with a backward to come, (softmax − onehot) / n
+    float* zp = Z.data();
+    gemm(Trans::N, Trans::T, N, V, C, 1.f, x.data(), W.data(), 0.f, zp);
+    const float inv_n = n_valid ? 1.f / float(n_valid) : 0.f;
+    std::vector<double> row_loss(size_t(N), 0.0);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < N; r++) {
+        float* z = zp + r * V;
+        const int32_t t = tp[r];
+        if (t == ignore_index) {   // no loss and no gradient
+            if (need) std::fill(z, z + V, 0.f);
+            continue;
+        }
+        const float m = row_max(z, V), zt = z[t];
+        const double s = need ? row_exp_in_place(z, V, m) : row_sum_exp(z, V, m);
+        row_loss[size_t(r)] = std::log(s) - (double(zt) - double(m));
+        if (!need) continue;
+        const float k = float(1.0 / s) * inv_n;
+#pragma omp simd
+        for (int64_t j = 0; j < V; j++) z[j] *= k;
+        z[t] -= inv_n;
+    }
+    double total = 0;   // in row order, by one thread: the same for any thread count
+    for (int64_t r = 0; r < N; r++) total += row_loss[size_t(r)];
+    Tensor loss = Tensor::full({1}, n_valid ? float(total / double(n_valid)) : 0.f);
+
+    Saved zs = need ? save(Z) : Saved(), xs = needs_grad(W) ? save(x) : Saved(), Ws = needs_grad(x) ? save(W) : Saved();
+    record(loss, "linear_cross_entropy", {x, W}, [zs, xs, Ws, N, V, C](const Tensor& dy, Grads& g) {
+        // forward: z = x Wᵀ, L = cross_entropy(z); zs holds dL/dz for dy = 1. So, as in linear:
+        //   dx = dy · dz W,   dW = dy · dzᵀ x.
+        const float k = dy.data()[0];
+        if (g.needs(0)) {
+            GradBuf dx = g.buf(0);
+            gemm(Trans::N, Trans::N, N, C, V, k, zs.data(), Ws.data(), dx.beta, dx.p);
+        }
+        if (g.needs(1)) {
+            GradBuf dW = g.buf(1);
+            gemm(Trans::T, Trans::N, V, C, N, k, zs.data(), xs.data(), dW.beta, dW.p);
         }
     });
     return loss;

@@ -66,6 +66,19 @@ inline float exp_nonpos(float x) {
     return x > -87.3f ? p * two_n : (x == x ? 0.f : x);
 }
 
+// x[j] ← e^(x[j] − m) in place, returning Σ_j of the new x[j] in double (m ≥ max_j x[j]).
+inline double row_exp_in_place(float* x, int64_t n, float m) {
+    double s[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+#pragma omp simd
+        for (int l = 0; l < 8; l++) x[i + l] = exp_nonpos(x[i + l] - m);
+        for (int l = 0; l < 8; l++) s[l] += x[i + l];
+    }
+    for (; i < n; i++) s[0] += (x[i] = exp_nonpos(x[i] - m));
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
 // σ(z) = 1 / (1 + e^−z) from exp_nonpos(−|z|), so it vectorises the same way and never overflows:
 // with e = e^−|z|, σ(z) = 1 / (1 + e) for z ≥ 0 and e / (1 + e) for z < 0.
 inline float sigmoid_of(float z) {

@@ -138,7 +138,7 @@ Tensor GPT::mlp(int64_t l, const Tensor& x, bool training) {
     return dropout(m.fc_out(gelu(m.fc_in(x))), config.dropout, training, dropout_rng);
 }
 
-Tensor GPT::forward(const Tensor& ids, bool training) {
+Tensor GPT::hidden(const Tensor& ids, bool training) {
     ENGINE_CHECK(ids.dtype() == DType::I32 && ids.ndim() == 2, ShapeError,
                  "gpt: token ids must be int32 (B,T), got {}", describe(ids));
     const int64_t B = ids.size(0), T = ids.size(1);
@@ -168,12 +168,16 @@ Tensor GPT::forward(const Tensor& ids, bool training) {
         x = add(x, m);
     }
     x = ln_f(x);
-    if (Pv > 0) x = slice_seq(x, Pv, T);                           // logits for real tokens only
-    return linear(x, wte.weight);                                  // tied LM head: (B,T,V)
+    if (Pv > 0) x = slice_seq(x, Pv, T);                           // the real tokens only
+    return x;
+}
+
+Tensor GPT::forward(const Tensor& ids, bool training) {
+    return linear(hidden(ids, training), wte.weight);              // tied LM head: (B,T,V)
 }
 
 Tensor GPT::loss(const Tensor& ids, const Tensor& targets, bool training) {
-    return cross_entropy(forward(ids, training), targets);
+    return linear_cross_entropy(hidden(ids, training), wte.weight, targets);
 }
 
 // ---- sampling

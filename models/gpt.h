@@ -83,9 +83,12 @@ public:
     GPT(const GPT&) = delete;
     GPT& operator=(const GPT&) = delete;
 
-    // ids: int32 (B,T) -> logits (B,T,V) for the real tokens. Dropout only when training.
+    // ids: int32 (B,T) -> the final LayerNorm's output (B,T,C) for the real tokens. Dropout only when training.
+    Tensor hidden(const Tensor& ids, bool training = false);
+    // ids: int32 (B,T) -> logits (B,T,V) = hidden(ids) wteᵀ (the LM head is tied to the embedding).
     Tensor forward(const Tensor& ids, bool training = false);
-    // Mean cross-entropy of forward(ids) against targets (B,T), -1 ignored.
+    // Mean cross-entropy of forward(ids) against targets (B,T), -1 ignored. Fused with the LM head,
+    // so the (B,T,V) logits and their gradient share one buffer (linear_cross_entropy).
     Tensor loss(const Tensor& ids, const Tensor& targets, bool training = false);
     // Every Linear with its dotted module name ("transformer.h.0.attn.q_proj"), in order.
     std::vector<std::pair<std::string, Linear*>> linears();

@@ -1,4 +1,5 @@
-// tests/test_ops_loss.cpp — cross_entropy: gradients, values, ignore_index, extremes, errors, threads.
+// tests/test_ops_loss.cpp — cross_entropy and the fused linear_cross_entropy: gradients, values,
+// ignore_index, extremes, errors, threads.
 #include <cmath>
 #include "helpers.h"
 #include "engine/ops.h"
@@ -115,6 +116,80 @@ TEST_CASE("ops: cross_entropy forward and backward are bitwise equal on 1 and 2 
     };
     auto [one, two] = with_1_and_2_threads(run);
     CHECK(one == two);
+}
+
+// ---- linear_cross_entropy: the LM head and its loss in one op (Note [The LM head and its loss, fused])
+
+TEST_CASE("ops: linear_cross_entropy gradcheck passes for x and W with some targets ignored") {
+    Rng rng(51);
+    Tensor x = param({2, 3, 5}, rng), W = param({7, 5}, rng);
+    Tensor targets = Tensor::from_ints({3, -1, 0, 6, 2, -1}, {2, 3});
+    GradcheckOptions opt;
+    opt.precise = true;
+    gradcheck("linear_cross_entropy",
+              [&](const std::vector<Tensor>& in) { return linear_cross_entropy(in[0], in[1], targets); }, {x, W}, opt);
+}
+
+TEST_CASE("ops: linear_cross_entropy equals cross_entropy of linear, in the loss and both gradients") {
+    Rng rng(52);
+    Tensor x0 = Tensor::randn({6, 16}, rng), W0 = Tensor::randn({33, 16}, rng, 0.5f);
+    Tensor targets = Tensor::from_ints({0, 32, -1, 5, 5, 17}, {6});
+    auto run = [&](bool fused) {
+        Tensor x = x0.clone().set_requires_grad(true), W = W0.clone().set_requires_grad(true);
+        Tensor loss = fused ? linear_cross_entropy(x, W, targets) : cross_entropy(linear(x, W), targets);
+        scale(loss, 3.f).backward();   // dy = 3, not 1: the backward scales by it
+        return std::vector<std::vector<float>>{loss.to_vector(), x.grad().to_vector(), W.grad().to_vector()};
+    };
+    const auto fused = run(true), plain = run(false);
+    for (size_t i = 0; i < fused.size(); i++) {
+        std::string why;
+        CHECK_MESSAGE(allclose(fused[i], std::vector<double>(plain[i].begin(), plain[i].end()), 1e-5, 1e-7, &why),
+                      "output " << i << ": " << why);
+    }
+}
+
+TEST_CASE("ops: linear_cross_entropy with a frozen W computes and keeps nothing for W") {
+    Rng rng(53);
+    Tensor x = param({4, 8}, rng), W = Tensor::randn({11, 8}, rng);   // W frozen, as a tied LM head under PEFT
+    Tensor loss = linear_cross_entropy(x, W, Tensor::from_ints({1, 2, 3, 10}, {4}));
+    loss.backward();
+    CHECK(x.has_grad());
+    CHECK_FALSE(W.has_grad());
+}
+
+TEST_CASE("ops: linear_cross_entropy gradients accumulate into existing buffers") {
+    Rng rng(54);
+    Tensor x = param({5, 6}, rng), W = param({9, 6}, rng);
+    Tensor targets = Tensor::from_ints({8, -1, 0, 4, 4}, {5});
+    check_gradients_accumulate({x, W}, [&] { return linear_cross_entropy(x, W, targets); });
+}
+
+TEST_CASE("ops: linear_cross_entropy rejects mismatched shapes and bad targets, naming them") {
+    Rng rng(55);
+    Tensor x = Tensor::randn({2, 3, 4}, rng), W = Tensor::randn({5, 4}, rng);
+    CHECK_THROWS_WITH_AS(linear_cross_entropy(x, Tensor::randn({5, 3}, rng), Tensor::from_ints({0, 0, 0, 0, 0, 0}, {2, 3})),
+                         doctest::Contains("x [2, 3, 4], W [5, 3] and targets [2, 3]"), ShapeError);
+    CHECK_THROWS_WITH_AS(linear_cross_entropy(x, W, Tensor::from_ints({0, 0, 0}, {3})),
+                         doctest::Contains("targets [3]"), ShapeError);
+    CHECK_THROWS_WITH_AS(linear_cross_entropy(x, W, Tensor::from_ints({0, 0, 5, 0, 0, 0}, {2, 3})),
+                         doctest::Contains("target 5 at position [0, 2]"), ValueError);
+}
+
+TEST_CASE("ops: linear_cross_entropy gives the same loss bitwise on 1 and 2 threads, and gradients within GEMM rounding") {
+    Rng rng(56);
+    Tensor x0 = Tensor::randn({64, 32}, rng), W0 = Tensor::randn({301, 32}, rng);
+    std::vector<int32_t> t(64);
+    for (size_t i = 0; i < t.size(); i++) t[i] = i % 7 == 3 ? -1 : int32_t(rng.below(301));
+    Tensor targets = Tensor::from_ints(t, {64});
+    auto run = [&] {
+        Tensor x = x0.clone().set_requires_grad(true), W = W0.clone().set_requires_grad(true);
+        Tensor loss = linear_cross_entropy(x, W, targets);
+        loss.backward();
+        return std::vector<std::vector<float>>{loss.to_vector(), x.grad().to_vector(), W.grad().to_vector()};
+    };
+    auto [one, two] = with_1_and_2_threads(run);
+    CHECK(one[0] == two[0]);   // the row loop is ours: bitwise; OpenBLAS may round its GEMMs differently per thread count
+    for (size_t i = 1; i < 3; i++) CHECK(allclose(one[i], std::vector<double>(two[i].begin(), two[i].end()), 1e-5, 1e-7));
 }
 
 }  // TEST_SUITE
