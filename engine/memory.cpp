@@ -1,38 +1,45 @@
-// engine/memory.cpp — the caching allocator behind Storage, and the per-category counters.
+// engine/memory.cpp — Storage's allocation, and the per-category counters.
 #include "memory.h"
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <malloc.h>
+#include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <mutex>
-#include <new>
-#include <unordered_map>
-#include <vector>
 #include <fmt/format.h>
 #include "check.h"
 
 namespace {
+constexpr size_t kHuge = size_t(2) << 20;
 
-struct Pool {
+struct Counters {
     std::mutex mu;
-    std::unordered_map<size_t, std::vector<void*>> free_lists;   // size class -> cached buffers
     MemStats stats;
 };
-Pool& pool() {
-    static Pool* p = new Pool();   // never destroyed: Storages in static objects may outlive main
+
+Counters& counters() {
+    static Counters* p = new Counters();   // never destroyed: Storages in static objects may outlive main
     return *p;
 }
 
-// Sizes are rounded up to classes (1/8 steps between powers of two) so near sizes share buffers.
-size_t size_class(size_t bytes) {
-    if (bytes <= 4096) return (bytes + 63) / 64 * 64;
-    size_t p = 4096;
-    while (p * 2 < bytes) p *= 2;
-    size_t step = p / 8;
-    return (bytes + step - 1) / step * step;
+// Note [Keeping freed memory]
+// Every buffer is plain malloc'ed and freed, but glibc is told once to keep what is freed:
+// never to hand out big blocks with their own mmap (which free unmaps) and never to trim
+// the heap. So freed activations stay resident, and the next step's allocations of any size
+// reuse them (free neighbours coalesce): no page faults after the first step, and, unlike
+// per-size free lists, the activations freed during backward can become the gradients.
+void keep_freed_memory() {
+    static const bool once = [] {
+        mallopt(M_MMAP_MAX, 0);
+        mallopt(M_TRIM_THRESHOLD, INT_MAX);
+        return true;
+    }();
+    (void)once;
 }
 
 void account(Mem m, int64_t delta) {
-    MemStats& s = pool().stats;
+    MemStats& s = counters().stats;
     int i = int(m);
     s.current[i] += delta;
     s.total_current += delta;
@@ -48,72 +55,65 @@ const char* mem_name(Mem m) {
 }
 
 Storage::Storage(size_t bytes, Mem category) : bytes_(bytes), cat_(category) {
-    size_t cls = size_class(bytes ? bytes : 1);
-    Pool& p = pool();
-    std::lock_guard<std::mutex> lock(p.mu);
-    auto it = p.free_lists.find(cls);
-    if (it != p.free_lists.end() && !it->second.empty()) {
-        ptr_ = it->second.back();
-        it->second.pop_back();
-        p.stats.cached -= int64_t(cls);
-    } else {
-        ptr_ = std::aligned_alloc(64, (cls + 63) / 64 * 64);
-        if (!ptr_) throw Error(fmt::format("out of memory: cannot allocate {} bytes", bytes));
-        if (cls >= (size_t(2) << 20)) madvise(ptr_, cls, MADV_HUGEPAGE);   // fewer page faults
+    keep_freed_memory();
+    // malloc + 64 bytes, aligned by hand: aligned_alloc would carve each buffer out of a larger
+    // free chunk, so a freed buffer could never be reused exactly by one of the same size.
+    const size_t n = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+    base_ = std::malloc(n + 64);
+    if (!base_) throw Error(fmt::format("out of memory: cannot allocate {} bytes", bytes));
+    ptr_ = reinterpret_cast<void*>((uintptr_t(base_) + 64) / 64 * 64);
+    if (n >= kHuge) {   // fewer first-touch faults: ask for huge pages on the 2 MiB-aligned interior
+        const uintptr_t lo = (uintptr_t(ptr_) + kHuge - 1) / kHuge * kHuge, hi = (uintptr_t(ptr_) + n) / kHuge * kHuge;
+        if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
     }
+    std::lock_guard<std::mutex> lock(counters().mu);
     account(cat_, int64_t(bytes_));
 }
 
 Storage::~Storage() {
-    Pool& p = pool();
-    std::lock_guard<std::mutex> lock(p.mu);
-    account(category(), -int64_t(bytes_));
-    size_t cls = size_class(bytes_ ? bytes_ : 1);
-    p.free_lists[cls].push_back(ptr_);
-    p.stats.cached += int64_t(cls);
+    {
+        std::lock_guard<std::mutex> lock(counters().mu);
+        account(category(), -int64_t(bytes_));
+    }
+    std::free(base_);
 }
 
 void Storage::set_category(Mem m) {
-    std::lock_guard<std::mutex> lock(pool().mu);
+    std::lock_guard<std::mutex> lock(counters().mu);
     account(category(), -int64_t(bytes_));
     cat_ = m;
     account(category(), int64_t(bytes_));
 }
 
 void Storage::add_saved_ref() {
-    std::lock_guard<std::mutex> lock(pool().mu);
+    std::lock_guard<std::mutex> lock(counters().mu);
     Mem before = category();
     saved_refs_++;
     if (category() != before) { account(before, -int64_t(bytes_)); account(category(), int64_t(bytes_)); }
 }
 
 void Storage::drop_saved_ref() {
-    std::lock_guard<std::mutex> lock(pool().mu);
+    std::lock_guard<std::mutex> lock(counters().mu);
     Mem before = category();
     saved_refs_--;
     if (category() != before) { account(before, -int64_t(bytes_)); account(category(), int64_t(bytes_)); }
 }
 
 MemStats mem_stats() {
-    std::lock_guard<std::mutex> lock(pool().mu);
-    return pool().stats;
+    std::lock_guard<std::mutex> lock(counters().mu);
+    MemStats s = counters().stats;
+    s.cached = int64_t(mallinfo2().fordblks);   // freed bytes malloc keeps resident for reuse
+    return s;
 }
 
 void mem_reset_peak() {
-    std::lock_guard<std::mutex> lock(pool().mu);
-    MemStats& s = pool().stats;
+    std::lock_guard<std::mutex> lock(counters().mu);
+    MemStats& s = counters().stats;
     s.peak = s.current;
     s.total_peak = s.total_current;
 }
 
-void pool_release_cache() {
-    Pool& p = pool();
-    std::lock_guard<std::mutex> lock(p.mu);
-    for (auto& [cls, list] : p.free_lists)
-        for (void* ptr : list) std::free(ptr);
-    p.free_lists.clear();
-    p.stats.cached = 0;
-}
+void pool_release_cache() { malloc_trim(0); }
 
 static std::string mib(int64_t b) { return fmt::format("{:.2f} MiB", double(b) / (1024.0 * 1024.0)); }
 
@@ -121,7 +121,7 @@ std::string mem_report(const MemStats& s) {
     std::string out;
     for (int i = 0; i < int(Mem::kCount); i++)
         out += fmt::format("{}{} {} (peak {})", i ? ", " : "", mem_name(Mem(i)), mib(s.current[i]), mib(s.peak[i]));
-    out += fmt::format("; total {} (peak {}); pool cache {}", mib(s.total_current), mib(s.total_peak), mib(s.cached));
+    out += fmt::format("; total {} (peak {}); freed but resident {}", mib(s.total_current), mib(s.total_peak), mib(s.cached));
     return out;
 }
 

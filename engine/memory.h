@@ -7,16 +7,16 @@
 //   optimizer  AdamW / SGD state (only for trainable parameters)
 //   saved      activations a backward closure keeps alive (see Note [Saved activations])
 //   other      everything else: op outputs not saved, intermediate gradients, workspace
-// plus `cached`: freed buffers the pool keeps for reuse (not in use, but still resident).
+// plus `cached`: freed memory malloc keeps resident for reuse (not in use, but in the RSS).
 //
 // Note [Saved activations]
 // An op output starts as `other`. When a backward closure saves it (engine/autograd.h,
 // save()), its bytes move to `saved` until the last closure holding it runs or is dropped.
 // Parameters saved by a closure stay `params`: they are alive anyway.
 //
-// The pool: first-touching a fresh page costs ~10 µs here, so a training step that
-// malloc'ed and freed its activations each time would spend much of its time in page
-// faults. Freed buffers go to per-size free lists and the next step reuses them.
+// Reuse: first-touching a fresh page costs ~10 µs here, so a training step that got fresh
+// pages for its activations each time would spend much of its time in page faults. Freed
+// buffers stay resident and the next step reuses them (Note [Keeping freed memory], memory.cpp).
 #pragma once
 #include <array>
 #include <cstddef>
@@ -41,6 +41,7 @@ public:
     void drop_saved_ref();
 
 private:
+    void* base_ = nullptr;   // what malloc returned; ptr_ is base_ rounded up to 64 bytes
     void* ptr_ = nullptr;
     size_t bytes_ = 0;
     Mem cat_;
@@ -50,12 +51,12 @@ private:
 struct MemStats {
     std::array<int64_t, int(Mem::kCount)> current{}, peak{};
     int64_t total_current = 0, total_peak = 0;   // all categories together
-    int64_t cached = 0;                          // freed, kept by the pool
+    int64_t cached = 0;                          // freed, kept resident by malloc
     int64_t cur(Mem m) const { return current[int(m)]; }
     int64_t pk(Mem m) const { return peak[int(m)]; }
 };
 MemStats mem_stats();
 void mem_reset_peak();                 // peaks := current values
 std::string mem_report(const MemStats& s);   // "params 3.1 MiB, grads 0.29 MiB, ... (peak ...)"
-void pool_release_cache();             // hand every cached buffer back to the system
+void pool_release_cache();             // hand freed memory back to the system (malloc_trim)
 int64_t peak_rss_bytes();              // the process's peak resident set (from /proc)
