@@ -42,17 +42,6 @@ std::string sample_text(GPT& model, const Tokenizer& tok, const std::string& pro
     return tok.decode(std::vector<int32_t>(out.begin() + int64_t(ids.size()), out.end()));
 }
 
-double task_accuracy(GPT& model, const TaskDataset& task, int64_t max_examples) {
-    const Tokenizer& tok = task.tokenizer();
-    Rng rng(0);
-    auto gen = [&](const std::string& prompt, size_t n) {
-        std::vector<int32_t> ids = tok.encode(prompt);
-        std::vector<int32_t> out = model.generate(ids, int64_t(n), 0.f, 0, rng);
-        return tok.decode(std::vector<int32_t>(out.begin() + int64_t(ids.size()), out.end()));
-    };
-    return task.exact_match(gen, Split::Val, max_examples);
-}
-
 void run_train(TrainFlags& f, const CLI::App& cmd) {
     f.common.apply();
     f.train.seed = f.common.seed;
@@ -133,7 +122,7 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
     const std::string prompt = task ? task->examples(Split::Val).front().prompt : f.prompt;
     double acc_before = NAN, acc_after = NAN;
     if (task) {
-        acc_before = task_accuracy(*model, *task, f.accuracy_examples);
+        acc_before = greedy_exact_match(*model, *task, Split::Val, f.accuracy_examples);
         fmt::print("task accuracy before: {:.1f}% (exact match, {} validation examples)\n", 100 * acc_before,
                    std::min<int64_t>(f.accuracy_examples, task->size(Split::Val)));
     }
@@ -186,7 +175,7 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
 
     // ---- what it learned, and where memory went
     if (task) {
-        acc_after = task_accuracy(*model, *task, f.accuracy_examples);
+        acc_after = greedy_exact_match(*model, *task, Split::Val, f.accuracy_examples);
         fmt::print("task accuracy after: {:.1f}% (before: {:.1f}%)\n", 100 * acc_after, 100 * acc_before);
     }
     if (f.samples > 0) fmt::print("sample after: {}{}\n", prompt, sample_text(*model, tok, prompt, f.samples, f.common.seed));

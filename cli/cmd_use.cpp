@@ -66,13 +66,7 @@ void run_eval(UseFlags& f) {
     j["val_loss"] = evaluate(m, data, f.batch, data_block(m, data, 0), f.eval_iters, f.common.seed);
     fmt::print("validation loss: {:.4f} ({} batches of {})\n", j["val_loss"].get<double>(), f.eval_iters, f.batch);
     if (task) {
-        const Tokenizer& tok = l.ck.tokenizer;
-        Rng rng(0);
-        auto gen = [&](const std::string& prompt, size_t n) {
-            std::vector<int32_t> ids = tok.encode(prompt), out = m.generate(ids, int64_t(n), 0.f, 0, rng);
-            return tok.decode(std::vector<int32_t>(out.begin() + int64_t(ids.size()), out.end()));
-        };
-        j["accuracy"] = task->exact_match(gen, Split::Val, f.accuracy_examples);
+        j["accuracy"] = greedy_exact_match(m, *task, Split::Val, f.accuracy_examples);
         fmt::print("task accuracy: {:.1f}% (exact match, greedy)\n", 100 * j["accuracy"].get<double>());
     }
     if (f.json_out) fmt::print("{}\n", j.dump());

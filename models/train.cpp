@@ -1,5 +1,6 @@
 // models/train.cpp — one optimizer step at a time, with everything needed to resume exactly.
 #include "train.h"
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <nlohmann/json.hpp>
@@ -123,6 +124,43 @@ double evaluate(GPT& model, const TrainData& data, int64_t B, int64_t T, int64_t
         total += model.loss(b.ids, b.targets, false).item();
     }
     return total / double(iters);
+}
+
+// Note [Exact match in one forward]
+// Greedy decoding writes the answer exactly when, at every answer position, the argmax of the
+// logits given the prompt and the answer's own earlier tokens is the answer's next token: a
+// decoder that got every earlier token right saw exactly that context. So one forward over
+// prompt + answer tells whether greedy generation would produce the answer — the same test as
+// TaskDataset::exact_match with a greedy generator, without generating token by token. Rows of
+// a batch are right-padded; with causal attention the padding never reaches the positions read.
+double greedy_exact_match(GPT& model, const TaskDataset& task, Split s, int64_t max_examples, int64_t batch) {
+    const std::vector<TaskDataset::Example>& ex = task.examples(s);
+    const int64_t n = max_examples > 0 ? std::min<int64_t>(max_examples, int64_t(ex.size())) : int64_t(ex.size());
+    ENGINE_CHECK(n > 0, ValueError, "exact match: the {} split has no examples", split_name(s));
+    NoGradGuard no_grad;
+    int64_t right = 0;
+    for (int64_t i0 = 0; i0 < n; i0 += batch) {
+        const int64_t B = std::min(batch, n - i0);
+        int64_t T = 1;
+        for (int64_t i = i0; i < i0 + B; i++) T = std::max<int64_t>(T, int64_t(ex[size_t(i)].tokens.size()) - 1);
+        std::vector<int32_t> ids(size_t(B * T), 0);
+        for (int64_t b = 0; b < B; b++) {
+            const std::vector<int32_t>& t = ex[size_t(i0 + b)].tokens;
+            std::copy(t.begin(), t.end() - 1, ids.begin() + b * T);   // the last token is only a target
+        }
+        Tensor logits = model.forward(Tensor::from_ints(ids, {B, T}));
+        const int64_t V = logits.size(2);
+        for (int64_t b = 0; b < B; b++) {
+            const TaskDataset::Example& e = ex[size_t(i0 + b)];
+            bool ok = true;
+            for (int64_t p = e.prompt_len; ok && p < int64_t(e.tokens.size()); p++) {   // predict token p at p − 1
+                const float* z = logits.data() + (b * T + p - 1) * V;
+                ok = std::max_element(z, z + V) - z == e.tokens[size_t(p)];
+            }
+            right += ok;
+        }
+    }
+    return double(right) / double(n);
 }
 
 double Trainer::val_loss() { return evaluate(model_, data_, cfg_.batch, T_, cfg_.eval_iters, cfg_.seed); }

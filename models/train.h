@@ -44,6 +44,9 @@ struct TrainData {
 
 // Mean validation loss over `iters` batches drawn from Rng(seed): the same batches every call.
 double evaluate(GPT& model, const TrainData& data, int64_t B, int64_t T, int64_t iters, uint64_t seed);
+// Greedy exact match on the first max_examples (0 = all) examples of split s, teacher-forced and
+// batched (Note [Exact match in one forward]). Returns the fraction answered right.
+double greedy_exact_match(GPT& model, const TaskDataset& task, Split s, int64_t max_examples = 0, int64_t batch = 32);
 // The sequence length the data needs (task) or allows (text: block_size minus virtual tokens).
 int64_t data_block(const GPT& model, const TrainData& data, int64_t requested);
 

@@ -124,4 +124,35 @@ TEST_CASE("train: save then load gives identical logits; a tampered checkpoint i
                          FileError);
 }
 
+// The answers are the model's own greedy continuations for some prompts (right by definition)
+// and those continuations with the last character changed for the others (wrong): the one-forward
+// exact match must count exactly what token-by-token greedy generation counts.
+TEST_CASE("train: greedy_exact_match in one batched forward agrees with greedy generation") {
+    std::string dir = temp_dir();
+    const Tokenizer tok = Tokenizer::chars_of("abcdefghijklmnopqrstuvwxyz=+ ");
+    GPTConfig c = small(tok.vocab_size());
+    c.dropout = 0.f;
+    c.block_size = 24;
+    Rng rng(7);
+    GPT model(c, rng);
+    const std::vector<std::string> prompts = {"ab", "hello", "x=y", "zz top", "q", "mat", "cat sat", "a+b=", "lo", "k"};
+    std::string tsv;
+    for (size_t i = 0; i < prompts.size(); i++) {
+        std::vector<int32_t> ids = tok.encode(prompts[i]), out = model.generate(ids, 3 + int64_t(i % 4), 0.f, 0, rng);
+        std::string answer = tok.decode(std::vector<int32_t>(out.begin() + int64_t(ids.size()), out.end()));
+        if (i % 3 == 1) answer.back() = answer.back() == 'a' ? 'b' : 'a';   // now wrong
+        tsv += prompts[i] + "\t" + answer + "\n";
+    }
+    std::ofstream(dir + "/t.tsv") << tsv;
+    TaskDataset task(dir + "/t.tsv", tok, c.block_size, 0.0);
+    auto generate = [&](const std::string& prompt, size_t n) {
+        std::vector<int32_t> ids = tok.encode(prompt), out = model.generate(ids, int64_t(n), 0.f, 0, rng);
+        return tok.decode(std::vector<int32_t>(out.begin() + int64_t(ids.size()), out.end()));
+    };
+    CHECK(task.exact_match(generate, Split::Train) == doctest::Approx(0.7));
+    CHECK(greedy_exact_match(model, task, Split::Train) == doctest::Approx(0.7));
+    CHECK(greedy_exact_match(model, task, Split::Train, 0, 3) == doctest::Approx(0.7));   // batches of 3, padded
+    CHECK(greedy_exact_match(model, task, Split::Train, 4) == doctest::Approx(0.75));   // the first 4 only
+}
+
 }  // TEST_SUITE
