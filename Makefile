@@ -18,7 +18,7 @@ TEST_SRC := $(wildcard tests/*.cpp)
 obj = $(patsubst %.cpp,$(BUILD)/obj/%.o,$(1))
 
 all: $(BUILD)/peft
-.PHONY: all deps test test-asan sanitize train bench bench-engine fuzz check-leaks clean
+.PHONY: all deps test test-asan sanitize train compare bench bench-engine fuzz check-leaks clean
 
 # `make train`: pretrain a base model on DATA (once; reused when present), then fine-tune it
 # with METHOD on the task TASK. Override any of these: make train METHOD=ia3 TASK=reverse
@@ -30,12 +30,23 @@ FT_STEPS ?= 800
 FT_LR ?= 1e-2
 MODEL ?= --n_layer 4 --n_head 4 --n_embd 128 --block 64
 RUNS ?= runs
-train: $(BUILD)/peft
-	@if [ -f $(RUNS)/base/model.safetensors ]; then echo "reusing the base model $(RUNS)/base/model.safetensors (delete it to pretrain again)"; \
+BASE_CKPT = $(RUNS)/base/model.safetensors
+define pretrain_base
+	@if [ -f $(BASE_CKPT) ]; then echo "reusing the base model $(BASE_CKPT) (delete it to pretrain again)"; \
 	else ./$(BUILD)/peft train --data $(DATA) --out $(RUNS)/base --steps $(STEPS) $(MODEL) --dropout 0.0 --eval_every 250; fi
+endef
+train: $(BUILD)/peft
+	$(pretrain_base)
 	./$(BUILD)/peft train --base $(RUNS)/base/model.safetensors --data $(TASK) --method $(METHOD) \
 	  --out $(RUNS)/$(METHOD)-$(TASK) --steps $(FT_STEPS) --lr $(FT_LR) --eval_every 100 --samples 40
 	@echo "logs and plots: $(RUNS)/base/{log.csv,loss.svg}, $(RUNS)/$(METHOD)-$(TASK)/{log.csv,loss.svg}"
+
+# `make compare`: full fine-tuning and every PEFT method on TASK from the same base model, one table
+# (runs/compare/compare.md, .csv, val_loss.svg, memory.svg).
+CMP_STEPS ?= 300
+compare: $(BUILD)/peft
+	$(pretrain_base)
+	./$(BUILD)/peft compare --base $(BASE_CKPT) --data $(TASK) --steps $(CMP_STEPS) --out $(RUNS)/compare
 
 bench: $(BUILD)/peft
 	./$(BUILD)/peft bench --suite --threads 2

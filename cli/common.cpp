@@ -1,5 +1,7 @@
 // cli/common.cpp — JSON config files, shared flags, printing helpers.
 #include "common.h"
+#include <cstdlib>
+#include <thread>
 #include <unistd.h>
 #include <sstream>
 #include "engine/parallel.h"
@@ -39,8 +41,21 @@ void CommonFlags::add(CLI::App& cmd) {
     cmd.config_formatter(std::make_shared<JsonConfig>());
 }
 
+// OpenMP threads wait for each other by spinning: on a machine whose cores are busy with other
+// work, a step can get many times slower. Say so once, with the two ways out.
+static void warn_if_busy() {
+    double load[1];
+    const int cores = int(std::thread::hardware_concurrency());
+    if (num_threads() < 2 || std::getenv("OMP_WAIT_POLICY") || getloadavg(load, 1) != 1 || load[0] < cores) return;
+    fmt::print(stderr,
+               "warning: the machine is busy (load average {:.1f} on {} cores); {} threads that spin-wait for each "
+               "other will be slow and timings unsteady: use --threads 1, or OMP_WAIT_POLICY=passive\n",
+               load[0], cores, num_threads());
+}
+
 void CommonFlags::apply() const {
     if (threads > 0) set_num_threads(threads);
+    warn_if_busy();
 }
 
 std::string mib(int64_t b) { return fmt::format("{:.2f} MiB", double(b) / (1024.0 * 1024.0)); }
