@@ -105,7 +105,7 @@ AdamW::AdamW(const ParamList& params, AdamWConfig cfg, DecayFn decay)
     check_hyper("weight_decay", cfg.weight_decay, 0, 1e3);
 }
 
-void AdamW::step() {
+void AdamW::update(float grad_scale) {
     t_++;
     const float b1 = cfg_.beta1, b2 = cfg_.beta2, eps = cfg_.eps;
     // Bias corrections in double: 1 − β2ᵗ is tiny for small t, and float pow would lose digits.
@@ -120,8 +120,9 @@ void AdamW::step() {
         // `simd`: p, g, m, v never overlap, which the compiler cannot prove by itself.
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
         for (int64_t i = 0; i < n; i++) {
-            m[i] = b1 * m[i] + (1.f - b1) * g[i];
-            v[i] = b2 * v[i] + (1.f - b2) * g[i] * g[i];
+            const float gi = g[i] * grad_scale;
+            m[i] = b1 * m[i] + (1.f - b1) * gi;
+            v[i] = b2 * v[i] + (1.f - b2) * gi * gi;
             // lr·m̂/(√v̂ + eps) with m̂ = m/bc1, √v̂ = √v/√bc2
             p[i] = p[i] * keep - step_size * m[i] / (std::sqrt(v[i]) / sqrt_bc2 + eps);
         }
@@ -138,7 +139,7 @@ SGD::SGD(const ParamList& params, SGDConfig cfg, DecayFn decay)
     check_hyper("weight_decay", cfg.weight_decay, 0, 1e3);
 }
 
-void SGD::step() {
+void SGD::update(float grad_scale) {
     t_++;
     const float mu = cfg_.momentum, lr = lr_;
     for (Slot& s : slots_) {
@@ -150,7 +151,7 @@ void SGD::step() {
         const int64_t n = s.p.numel();
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
         for (int64_t i = 0; i < n; i++) {
-            const float d = g[i] + wd * p[i];   // L2 decay enters the gradient (torch's SGD)
+            const float d = g[i] * grad_scale + wd * p[i];   // L2 decay enters the gradient (torch's SGD)
             if (b) b[i] = mu * b[i] + d;
             p[i] -= lr * (b ? b[i] : d);
         }
@@ -159,40 +160,60 @@ void SGD::step() {
 
 // ---- clipping and zeroing
 
-double clip_grad_norm(const ParamList& params, double max_norm) {
-    ENGINE_CHECK(std::isfinite(max_norm) && max_norm > 0, ValueError,
-                 "clip_grad_norm: max_norm must be positive and finite, got {}", max_norm);
-    // Fixed-size chunks, the same for any thread count; partial sums are added in chunk order.
-    struct Chunk { float* g; int64_t n; };
+// The gradients as fixed-size chunks, the same for any thread count.
+struct GradChunk { float* g; int64_t n; };
+static std::vector<GradChunk> grad_chunks(const ParamList& params) {
     constexpr int64_t kChunk = int64_t(1) << 15;
-    std::vector<Chunk> chunks;
+    std::vector<GradChunk> chunks;
     for (const Param& p : params.all()) {
         float* g = p.tensor.requires_grad() ? p.tensor.grad_data() : nullptr;
         if (!g) continue;
         for (int64_t i = 0, n = p.tensor.numel(); i < n; i += kChunk) chunks.push_back({g + i, std::min(kChunk, n - i)});
     }
+    return chunks;
+}
+
+double grad_norm(const ParamList& params) {
+    const std::vector<GradChunk> chunks = grad_chunks(params);
     const int64_t nc = int64_t(chunks.size());
     std::vector<double> partial(chunks.size());
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < nc; c++) {
         // Eight running sums, so the adds do not wait on each other; combined in a fixed order.
-        const float* g = chunks[c].g;
-        const int64_t n = chunks[c].n;
+        const float* g = chunks[size_t(c)].g;
+        const int64_t n = chunks[size_t(c)].n;
         double s[8] = {0};
         int64_t i = 0;
         for (; i + 8 <= n; i += 8)
             for (int k = 0; k < 8; k++) s[k] += double(g[i + k]) * g[i + k];
         for (; i < n; i++) s[0] += double(g[i]) * g[i];
-        partial[c] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+        partial[size_t(c)] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
     }
-    double sq = 0;
+    double sq = 0;   // partial sums added in chunk order
     for (double s : partial) sq += s;
-    const double norm = std::sqrt(sq);
-    if (!std::isfinite(norm) || norm <= max_norm) return norm;
-    const float coef = float(max_norm / (norm + 1e-6));
+    return std::sqrt(sq);
+}
+
+static void check_max_norm(double max_norm) {
+    ENGINE_CHECK(std::isfinite(max_norm) && max_norm > 0, ValueError,
+                 "clip_grad_norm: max_norm must be positive and finite, got {}", max_norm);
+}
+
+float clip_coefficient(double norm, double max_norm) {
+    check_max_norm(max_norm);
+    return std::isfinite(norm) && norm > max_norm ? float(max_norm / (norm + 1e-6)) : 1.f;
+}
+
+double clip_grad_norm(const ParamList& params, double max_norm) {
+    check_max_norm(max_norm);
+    const double norm = grad_norm(params);
+    const float k = clip_coefficient(norm, max_norm);
+    if (k == 1.f) return norm;
+    const std::vector<GradChunk> chunks = grad_chunks(params);
+    const int64_t nc = int64_t(chunks.size());
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < nc; c++)
-        for (int64_t i = 0; i < chunks[c].n; i++) chunks[c].g[i] *= coef;
+        for (int64_t i = 0; i < chunks[size_t(c)].n; i++) chunks[size_t(c)].g[i] *= k;
     return norm;
 }
 

@@ -27,7 +27,9 @@ using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 class Optimizer {
 public:
     virtual ~Optimizer() = default;
-    virtual void step() = 0;
+    // One update with the gradients times grad_scale: clipping by a coefficient costs no extra
+    // pass over the gradients when it is applied here (see clip_coefficient).
+    void step(float grad_scale = 1.f) { update(grad_scale); }
     void zero_grad();                       // drops the gradient buffers of the parameters it updates
     void set_lr(float lr);                  // for a schedule; the config's lr is the initial value
     float lr() const { return lr_; }
@@ -50,6 +52,7 @@ protected:
         std::vector<Tensor> state;   // one per kind, shaped like p
     };
     Optimizer(const ParamList& params, float lr, std::vector<std::string> kinds, const DecayFn& decay);
+    virtual void update(float grad_scale) = 0;
     std::vector<Slot> slots_;
     std::vector<std::string> kinds_;   // {"m", "v"} or {"momentum"} or {}
     float lr_;
@@ -67,9 +70,9 @@ struct AdamWConfig {
 class AdamW : public Optimizer {
 public:
     AdamW(const ParamList& params, AdamWConfig cfg = {}, DecayFn decay = default_decay);
-    void step() override;
     const AdamWConfig& config() const { return cfg_; }
 private:
+    void update(float grad_scale) override;
     AdamWConfig cfg_;
 };
 
@@ -83,16 +86,20 @@ struct SGDConfig {
 class SGD : public Optimizer {
 public:
     SGD(const ParamList& params, SGDConfig cfg = {}, DecayFn decay = default_decay);
-    void step() override;
     const SGDConfig& config() const { return cfg_; }
 private:
+    void update(float grad_scale) override;
     SGDConfig cfg_;
 };
 
 // Global L2 norm of the gradients of the trainable parameters, summed in double in a fixed
-// order (the same bits for any thread count). If it exceeds max_norm, scales every gradient
-// by max_norm / (norm + 1e-6), as torch.nn.utils.clip_grad_norm_. Returns the norm before
-// clipping; a NaN or Inf norm is returned without scaling anything (the caller decides).
+// order (the same bits for any thread count).
+double grad_norm(const ParamList& params);
+// What clipping to max_norm multiplies the gradients by: max_norm / (norm + 1e-6) when the norm
+// exceeds max_norm, else 1 (also for a NaN or Inf norm: the caller decides what to do then).
+float clip_coefficient(double norm, double max_norm);
+// torch.nn.utils.clip_grad_norm_: scales the gradients in place by clip_coefficient and returns
+// the norm before clipping. A training loop can instead pass the coefficient to step().
 double clip_grad_norm(const ParamList& params, double max_norm);
 
 // Drops every parameter's gradient buffer (PyTorch's zero_grad(set_to_none=True)).

@@ -94,7 +94,7 @@ LogRow Trainer::train_step() {
         (cfg_.grad_accum > 1 ? scale(loss, 1.0f / float(cfg_.grad_accum)) : loss).backward();
     }
     row.train_loss = loss_sum / double(cfg_.grad_accum);
-    row.grad_norm = clip_grad_norm(trainable_, cfg_.grad_clip > 0 ? cfg_.grad_clip : INFINITY);
+    row.grad_norm = grad_norm(trainable_);   // clipping is applied inside the update, below
     if (!std::isfinite(row.train_loss) || !std::isfinite(row.grad_norm)) {
         const std::string where = std::isfinite(row.train_loss)
                                       ? fmt::format("the gradient of '{}'", first_nonfinite_grad(trainable_))
@@ -106,7 +106,7 @@ LogRow Trainer::train_step() {
         opt_.zero_grad();   // skip the update, keep the weights finite
     } else {
         opt_.set_lr(float(row.lr));
-        opt_.step();
+        opt_.step(cfg_.grad_clip > 0 ? clip_coefficient(row.grad_norm, cfg_.grad_clip) : 1.f);
     }
     step_++;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -1,6 +1,8 @@
 // tests/test_optim.cpp — AdamW and SGD against hand-computed values, state only for trainable
 // parameters, checkpointable state, and global-norm gradient clipping.
+#include <cmath>
 #include <cstring>
+#include <memory>
 #include "helpers.h"
 #include "engine/optim.h"
 
@@ -186,6 +188,35 @@ TEST_CASE("optim: clip_grad_norm returns a non-finite norm without scaling") {
     set_grad(a, {INFINITY, 2.f});
     CHECK(std::isinf(clip_grad_norm(pl, 1.0)));
     CHECK(a.grad().to_vector()[1] == 2.f);
+}
+
+TEST_CASE("optim: clipping passed to step() as a coefficient equals clip_grad_norm then step() (AdamW: same bits)") {
+    for (int kind = 0; kind < 2; kind++) {   // AdamW, then SGD with momentum
+        Rng rng(5);
+        std::vector<float> g0 = Tensor::randn({3, 70000}, rng, 4.f).to_vector();   // norm ≈ 1800: clipped
+        Tensor w0 = Tensor::randn({3, 70000}, rng);
+        auto run = [&](bool fused) {
+            ParamList pl;
+            Tensor w = w0.clone();
+            pl.add("w", w);
+            std::unique_ptr<Optimizer> opt;
+            if (kind == 0) opt = std::make_unique<AdamW>(pl);
+            else opt = std::make_unique<SGD>(pl, SGDConfig{0.1f, 0.9f, 0.01f});
+            for (int step = 0; step < 2; step++) {
+                set_grad(w, g0);
+                if (fused) opt->step(clip_coefficient(grad_norm(pl), 1.0));
+                else { clip_grad_norm(pl, 1.0); opt->step(); }
+            }
+            return w;
+        };
+        const Tensor a = run(true), b = run(false);
+        if (kind == 0) CHECK(same_bits(a, b));
+        else   // SGD's g·k + wd·p may become one fused multiply-add, rounding once instead of twice
+            CHECK(allclose(a.to_vector(), std::vector<double>(b.data(), b.data() + b.numel()), 1e-6, 1e-7));
+    }
+    CHECK(clip_coefficient(0.5, 1.0) == 1.f);
+    CHECK(clip_coefficient(NAN, 1.0) == 1.f);
+    CHECK_THROWS_AS(clip_coefficient(2.0, 0.0), ValueError);
 }
 
 TEST_CASE("optim: clip_grad_norm and AdamW give the same bits on 1 and 2 threads") {
