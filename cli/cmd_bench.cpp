@@ -121,20 +121,14 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
     fmt::print("{}\n", trainable_line(model, method));
     fmt::print("median {:.1f} ms/step over {} steps | {:.0f} tokens/s | {:.1f} GFLOP/s ({:.3g} GFLOP/step)\n", med, ms.size(),
                double(B * T) / (med / 1000), flops / (med / 1000) / 1e9, flops / 1e9);
-    fmt::print("peak memory: params {}, grads {}, optimizer {}, saved activations {}, other {}; all at once {}; "
-               "freed but resident {}; peak RSS {}\n",
-               mib(st.pk(Mem::Params)), mib(st.pk(Mem::Grads)), mib(st.pk(Mem::Optimizer)), mib(st.pk(Mem::Saved)),
-               mib(st.pk(Mem::Other)), mib(st.total_peak), mib(st.cached), mib(peak_rss_bytes()));
+    fmt::print("{}\n", memory_table(st));
     if (f.json_out) {
         nlohmann::json j = {{"method", f.method.method}, {"n_layer", f.model.n_layer}, {"n_head", f.model.n_head},
                             {"n_embd", f.model.n_embd}, {"block", f.model.block_size}, {"batch", B},
                             {"vocab", f.model.vocab_size}, {"threads", num_threads()}, {"trainable_params", n_train},
                             {"all_params", n_all}, {"ms_per_step", med}, {"tokens_per_s", double(B * T) / (med / 1000)},
-                            {"gflops", flops / (med / 1000) / 1e9}, {"peak_params_bytes", st.pk(Mem::Params)},
-                            {"peak_grads_bytes", st.pk(Mem::Grads)}, {"peak_optimizer_bytes", st.pk(Mem::Optimizer)},
-                            {"peak_saved_bytes", st.pk(Mem::Saved)}, {"peak_other_bytes", st.pk(Mem::Other)},
-                            {"peak_total_bytes", st.total_peak}, {"pool_cached_bytes", st.cached},
-                            {"peak_rss_bytes", peak_rss_bytes()}};
+                            {"gflops", flops / (med / 1000) / 1e9}};
+        j.update(memory_json(st));
         fmt::print("{}\n", j.dump());
     }
 }

@@ -180,9 +180,7 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
     }
     if (f.samples > 0) fmt::print("sample after: {}{}\n", prompt, sample_text(*model, tok, prompt, f.samples, f.common.seed));
     const MemStats ms = mem_stats();
-    fmt::print("memory (peak): grads {}, optimizer {}, saved activations {}, params {}, other {}; peak RSS {}\n",
-               mib(ms.pk(Mem::Grads)), mib(ms.pk(Mem::Optimizer)), mib(ms.pk(Mem::Saved)), mib(ms.pk(Mem::Params)),
-               mib(ms.pk(Mem::Other)), mib(peak_rss_bytes()));
+    fmt::print("{}\n", memory_table(ms));
     if (method) {
         const int64_t n = model->params.count();
         fmt::print("full fine-tuning of this model would need: grads {}, optimizer {} (4 and 8 bytes per parameter)\n",
@@ -202,9 +200,8 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
                             {"saved_file_bytes", saved_bytes},
                             {"expected_trainable_params", method ? method->expected_params(model->config) : model->params.count()},
                             {"trainable_params", trainable.count(true)}, {"all_params", model->params.count() + (method ? method->params.count() : 0)},
-                            {"peak_grads_bytes", ms.pk(Mem::Grads)}, {"peak_optimizer_bytes", ms.pk(Mem::Optimizer)},
-                            {"peak_saved_bytes", ms.pk(Mem::Saved)}, {"peak_rss_bytes", peak_rss_bytes()},
                             {"method", f.method.method}};
+        j.update(memory_json(ms));
         if (task) { j["accuracy_before"] = acc_before; j["accuracy_after"] = acc_after; }
         fmt::print("{}\n", j.dump());
     }

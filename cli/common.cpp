@@ -1,5 +1,6 @@
 // cli/common.cpp — JSON config files, shared flags, printing helpers.
 #include "common.h"
+#include <algorithm>
 #include <cstdlib>
 #include <thread>
 #include <unistd.h>
@@ -64,6 +65,28 @@ std::string human_bytes(int64_t b) {
     if (b < 1024) return fmt::format("{} B", b);
     if (b < 1024 * 1024) return fmt::format("{:.1f} KiB", double(b) / 1024.0);
     return mib(b);
+}
+
+std::string memory_table(const MemStats& s) {
+    std::string out = fmt::format("{:<20}{:>14}{:>14}\n", "memory", "current", "peak");
+    for (int i = 0; i < int(Mem::kCount); i++)
+        out += fmt::format("  {:<18}{:>14}{:>14}\n", mem_name(Mem(i)), mib(s.current[size_t(i)]), mib(s.peak[size_t(i)]));
+    out += fmt::format("  {:<18}{:>14}{:>14}\n", "all at once", mib(s.total_current), mib(s.total_peak));
+    out += fmt::format("freed and kept for reuse {}; peak RSS {}", mib(s.cached), mib(peak_rss_bytes()));
+    return out;
+}
+
+nlohmann::json memory_json(const MemStats& s) {
+    nlohmann::json j;
+    for (int i = 0; i < int(Mem::kCount); i++) {
+        std::string name = mem_name(Mem(i));
+        std::replace(name.begin(), name.end(), ' ', '_');
+        if (name == "saved_activations") name = "saved";
+        j["peak_" + name + "_bytes"] = s.peak[size_t(i)];
+    }
+    j["peak_total_bytes"] = s.total_peak;
+    j["peak_rss_bytes"] = peak_rss_bytes();
+    return j;
 }
 
 bool stdout_is_terminal() { return isatty(STDOUT_FILENO) == 1; }

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include "engine/check.h"
+#include "engine/memory.h"
 
 // Lets `--config FILE.json` set any long flag: {"steps": 200, "lr": 0.001, "target_modules": ["q_proj"]}.
 // Unknown keys are errors (CLI11 reports them as extras).
@@ -36,4 +37,9 @@ void add_compare_command(CLI::App& app);
 
 std::string mib(int64_t bytes);            // "12.34 MiB"
 std::string human_bytes(int64_t bytes);    // "812 B", "14.2 KiB", "3.10 MiB"
+// Where memory went: each category's current and peak bytes, all of them at once, what malloc
+// keeps freed for reuse, and the process's peak RSS. A few lines, for train and bench.
+std::string memory_table(const MemStats& s);
+// The same as JSON fields: peak_<category>_bytes, peak_total_bytes, peak_rss_bytes.
+nlohmann::json memory_json(const MemStats& s);
 bool stdout_is_terminal();

@@ -55,7 +55,7 @@ GradBuf Grads::buf(int i) {
     std::shared_ptr<Storage>& slot = e.node ? e.node->dy : e.leaf->grad;
     const Shape& s = e.node ? e.node->out_shape : e.leaf->shape;
     if (slot) return {static_cast<float*>(slot->data()), 1.f};
-    slot = std::make_shared<Storage>(size_t(s.numel()) * 4, e.node ? Mem::Other : Mem::Grads);
+    slot = std::make_shared<Storage>(size_t(s.numel()) * 4, e.node ? Mem::Workspace : Mem::Grads);
     return {static_cast<float*>(slot->data()), 0.f};
 }
 
@@ -92,7 +92,7 @@ void backward(const Tensor& loss) {
         }
     }
 
-    root->dy = std::make_shared<Storage>(4, Mem::Other);
+    root->dy = std::make_shared<Storage>(4, Mem::Workspace);
     *static_cast<float*>(root->dy->data()) = 1.f;
     for (auto it = order.rbegin(); it != order.rend(); ++it) {
         Node* n = it->get();

@@ -6,11 +6,11 @@
 //   grads      .grad buffers of trainable leaves (never of frozen ones)
 //   optimizer  AdamW / SGD state (only for trainable parameters)
 //   saved      activations a backward closure keeps alive (see Note [Saved activations])
-//   other      everything else: op outputs not saved, intermediate gradients, workspace
+//   workspace  everything else: op outputs not saved, intermediate gradients, scratch
 // plus `cached`: freed memory malloc keeps resident for reuse (not in use, but in the RSS).
 //
 // Note [Saved activations]
-// An op output starts as `other`. When a backward closure saves it (engine/autograd.h,
+// An op output starts as `workspace`. When a backward closure saves it (engine/autograd.h,
 // save()), its bytes move to `saved` until the last closure holding it runs or is dropped.
 // Parameters saved by a closure stay `params`: they are alive anyway.
 //
@@ -23,7 +23,7 @@
 #include <cstdint>
 #include <string>
 
-enum class Mem : int { Params, Grads, Optimizer, Saved, Other, kCount };
+enum class Mem : int { Params, Grads, Optimizer, Saved, Workspace, kCount };
 const char* mem_name(Mem m);
 
 class Storage {
@@ -35,7 +35,7 @@ public:
 
     void* data() const { return ptr_; }
     size_t bytes() const { return bytes_; }
-    Mem category() const { return saved_refs_ > 0 && cat_ == Mem::Other ? Mem::Saved : cat_; }
+    Mem category() const { return saved_refs_ > 0 && cat_ == Mem::Workspace ? Mem::Saved : cat_; }
     void set_category(Mem m);   // e.g. a tensor becomes a parameter
     void add_saved_ref();       // a backward closure keeps this buffer
     void drop_saved_ref();

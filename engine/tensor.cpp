@@ -29,7 +29,7 @@ Tensor Tensor::full(const Shape& s, float value, Mem cat) {
 Tensor Tensor::from(const std::vector<float>& values, const Shape& s) {
     ENGINE_CHECK(int64_t(values.size()) == s.numel(), ShapeError, "Tensor::from: {} values for shape {}",
                  values.size(), s.str());
-    Tensor t = make(s, DType::F32, Mem::Other);
+    Tensor t = make(s, DType::F32, Mem::Workspace);
     if (!values.empty()) std::memcpy(t.data(), values.data(), values.size() * 4);
     return t;
 }
@@ -37,7 +37,7 @@ Tensor Tensor::from(const std::vector<float>& values, const Shape& s) {
 Tensor Tensor::from_ints(const std::vector<int32_t>& values, const Shape& s) {
     ENGINE_CHECK(int64_t(values.size()) == s.numel(), ShapeError, "Tensor::from_ints: {} values for shape {}",
                  values.size(), s.str());
-    Tensor t = make(s, DType::I32, Mem::Other);
+    Tensor t = make(s, DType::I32, Mem::Workspace);
     if (!values.empty()) std::memcpy(t.idata(), values.data(), values.size() * 4);
     return t;
 }

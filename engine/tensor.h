@@ -30,13 +30,13 @@ public:
     Tensor() = default;
 
     // ---- creation (storage category defaults to `other`; parameters are re-tagged by modules)
-    static Tensor empty(const Shape& s, DType dt = DType::F32, Mem cat = Mem::Other);   // uninitialised
-    static Tensor zeros(const Shape& s, DType dt = DType::F32, Mem cat = Mem::Other);
-    static Tensor full(const Shape& s, float value, Mem cat = Mem::Other);
+    static Tensor empty(const Shape& s, DType dt = DType::F32, Mem cat = Mem::Workspace);   // uninitialised
+    static Tensor zeros(const Shape& s, DType dt = DType::F32, Mem cat = Mem::Workspace);
+    static Tensor full(const Shape& s, float value, Mem cat = Mem::Workspace);
     static Tensor from(const std::vector<float>& values, const Shape& s);
     static Tensor from_ints(const std::vector<int32_t>& values, const Shape& s);
-    static Tensor randn(const Shape& s, Rng& rng, float stddev = 1.f, Mem cat = Mem::Other);
-    static Tensor uniform(const Shape& s, Rng& rng, float lo, float hi, Mem cat = Mem::Other);
+    static Tensor randn(const Shape& s, Rng& rng, float stddev = 1.f, Mem cat = Mem::Workspace);
+    static Tensor uniform(const Shape& s, Rng& rng, float lo, float hi, Mem cat = Mem::Workspace);
 
     // ---- data
     bool defined() const { return impl_ != nullptr; }
@@ -50,7 +50,7 @@ public:
     size_t nbytes() const { return size_t(numel()) * 4; }
     float item() const;             // value of a one-element F32 tensor
     std::vector<float> to_vector() const;
-    Tensor clone(Mem cat = Mem::Other) const;   // deep copy of the data, no graph
+    Tensor clone(Mem cat = Mem::Workspace) const;   // deep copy of the data, no graph
     Tensor detach() const;          // shares the data, drops requires_grad and the graph
     Storage& storage() const { return *impl().storage; }
     const std::shared_ptr<Storage>& storage_ptr() const { return impl().storage; }

@@ -38,13 +38,13 @@ TEST_CASE("modules: registry keeps dotted names in order and counts elements") {
 TEST_CASE("modules: registered tensors count as params memory and require grad") {
     Rng rng(2);
     Tensor t = Tensor::randn({5, 7}, rng);   // created as `other`
-    const int64_t params0 = mem_stats().cur(Mem::Params), other0 = mem_stats().cur(Mem::Other);
+    const int64_t params0 = mem_stats().cur(Mem::Params), other0 = mem_stats().cur(Mem::Workspace);
     ParamList pl;
     pl.add("w", t);
     CHECK(t.requires_grad());
     CHECK(t.storage().category() == Mem::Params);
     CHECK(mem_stats().cur(Mem::Params) - params0 == int64_t(t.nbytes()));
-    CHECK(other0 - mem_stats().cur(Mem::Other) == int64_t(t.nbytes()));
+    CHECK(other0 - mem_stats().cur(Mem::Workspace) == int64_t(t.nbytes()));
 }
 
 TEST_CASE("modules: a duplicate name or the same tensor twice is an error") {
