@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include "common.h"
+#include "engine/blas.h"
 #include "engine/optim.h"
 #include "engine/parallel.h"
 #include "method_flags.h"
@@ -27,6 +28,21 @@ struct BenchFlags {
     bool json_out = false, suite = false;
 };
 
+// The machine's reference GEMM rate: the median of 5 square 2048 sgemms after one warm-up.
+double sgemm_gflops() {
+    const int64_t n = 2048;
+    Rng rng(1);
+    Tensor a = Tensor::randn({n, n}, rng), b = Tensor::randn({n, n}, rng), c = Tensor::empty({n, n});
+    std::vector<double> t;
+    for (int r = 0; r < 6; r++) {
+        const auto t0 = std::chrono::steady_clock::now();
+        gemm(Trans::N, Trans::N, n, n, n, 1.f, a.data(), b.data(), 0.f, c.data());
+        if (r > 0) t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(t.begin(), t.end());
+    return 2.0 * double(n) * double(n) * double(n) / t[t.size() / 2] * 1e-9;
+}
+
 // `--suite`: the three reference configs for full and LoRA (q, k, v as one fused c_attn would
 // be), each in its own process so each peak RSS is its own; one summary table.
 void run_suite(const BenchFlags& f) {
@@ -38,8 +54,10 @@ void run_suite(const BenchFlags& f) {
                                 {"lora", "--method lora --target_modules q_proj,k_proj,v_proj --lora_dropout 0"}};
     std::array<char, 4096> exe{};
     ENGINE_CHECK(readlink("/proc/self/exe", exe.data(), exe.size() - 1) > 0, FileError, "cannot find the running program");
-    std::string table = "| config (L,H,C,T,B,V) | method | trainable | ms/step | tokens/s | GFLOP/s | grads MiB | optimizer MiB | saved act. MiB | peak RSS MiB |\n"
-                        "|---|---|---|---|---|---|---|---|---|---|\n";
+    const double rate = sgemm_gflops();
+    fmt::print("sgemm 2048x2048x2048: {:.1f} GFLOP/s\n", rate);
+    std::string table = "| config (L,H,C,T,B,V) | method | trainable | ms/step | tokens/s | GFLOP/s | % of sgemm | grads MiB | optimizer MiB | saved act. MiB | peak RSS MiB |\n"
+                        "|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (const Config& c : configs)
         for (auto& m : methods) {
             std::string cmd = fmt::format("'{}' bench --n_layer {} --n_head {} --n_embd {} --block {} --batch {} --vocab {} "
@@ -57,12 +75,13 @@ void run_suite(const BenchFlags& f) {
             nlohmann::json j = nlohmann::json::parse(last, nullptr, false);
             ENGINE_CHECK(j.is_object(), Error, "bench printed no JSON: {}", out);
             auto mb = [&](const char* k) { return double(j[k].get<int64_t>()) / 1048576.0; };
-            table += fmt::format("| {} ({},{},{},{},{},{}) | {} | {} | {:.1f} | {:.0f} | {:.1f} | {:.2f} | {:.2f} | {:.1f} | {:.0f} |\n",
+            table += fmt::format("| {} ({},{},{},{},{},{}) | {} | {} | {:.1f} | {:.0f} | {:.1f} | {:.0f}% | {:.2f} | {:.2f} | {:.1f} | {:.0f} |\n",
                                  c.name, c.L, c.H, c.C, c.T, c.B, c.V, m[0], j["trainable_params"].get<int64_t>(),
                                  j["ms_per_step"].get<double>(), j["tokens_per_s"].get<double>(), j["gflops"].get<double>(),
-                                 mb("peak_grads_bytes"), mb("peak_optimizer_bytes"), mb("peak_saved_bytes"), mb("peak_rss_bytes"));
+                                 100 * j["gflops"].get<double>() / rate, mb("peak_grads_bytes"), mb("peak_optimizer_bytes"), mb("peak_saved_bytes"), mb("peak_rss_bytes"));
         }
-    fmt::print("\n{}", table);
+    fmt::print("\n{}\nGFLOP/s counts 6·N·B·T per trained and 4·N·B·T per frozen weight matrix of N entries (no dW GEMM), "
+               "plus 12·L·C·T²·B for attention (sgemm measured in this run: {:.1f} GFLOP/s)\n", table, rate);
 }
 
 double flops_per_step(const GPT& m, const Method* method, int64_t B, int64_t T) {
