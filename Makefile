@@ -43,7 +43,7 @@ train: $(BUILD)/peft
 
 # `make compare`: full fine-tuning and every PEFT method on TASK from the same base model, one table
 # (runs/compare/compare.md, .csv, val_loss.svg, memory.svg).
-CMP_STEPS ?= 300
+CMP_STEPS ?= 600
 compare: $(BUILD)/peft
 	$(pretrain_base)
 	./$(BUILD)/peft compare --base $(BASE_CKPT) --data $(TASK) --steps $(CMP_STEPS) --out $(RUNS)/compare
