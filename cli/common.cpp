@@ -1,6 +1,8 @@
 // cli/common.cpp — JSON config files, shared flags, printing helpers.
 #include "common.h"
 #include <algorithm>
+#include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <thread>
 #include <unistd.h>
@@ -42,16 +44,28 @@ void CommonFlags::add(CLI::App& cmd) {
     cmd.config_formatter(std::make_shared<JsonConfig>());
 }
 
-// OpenMP threads wait for each other by spinning: on a machine whose cores are busy with other
-// work, a step can get many times slower. Say so once, with the two ways out.
+// OpenMP threads wait for each other by spinning: when another program keeps a core busy, a
+// step can get many times slower. Say so once, with the two ways out. Busy means: in three
+// looks 2 ms apart, more processes were running than the cores our threads leave free (the
+// 4th field of /proc/loadavg counts the running ones, this one included).
 static void warn_if_busy() {
-    double load[1];
     const int cores = int(std::thread::hardware_concurrency());
-    if (num_threads() < 2 || std::getenv("OMP_WAIT_POLICY") || getloadavg(load, 1) != 1 || load[0] < cores) return;
+    if (num_threads() < 2 || std::getenv("OMP_WAIT_POLICY")) return;
+    int others = INT_MAX;
+    for (int look = 0; look < 3; look++) {
+        int running = 0;
+        if (FILE* f = std::fopen("/proc/loadavg", "r")) {
+            if (std::fscanf(f, "%*s %*s %*s %d", &running) != 1) running = 1;
+            std::fclose(f);
+        }
+        others = std::min(others, running - 1);
+        usleep(2000);
+    }
+    if (others <= cores - num_threads()) return;
     fmt::print(stderr,
-               "warning: the machine is busy (load average {:.1f} on {} cores); {} threads that spin-wait for each "
-               "other will be slow and timings unsteady: use --threads 1, or OMP_WAIT_POLICY=passive\n",
-               load[0], cores, num_threads());
+               "warning: {} other process(es) are using the CPU; {} threads that spin-wait for each other will be "
+               "slow and timings unsteady: use --threads 1, or OMP_WAIT_POLICY=passive\n",
+               others, num_threads());
 }
 
 void CommonFlags::apply() const {
