@@ -9,7 +9,8 @@
 // OpenBLAS (its OpenMP build) runs its own threads from the same OpenMP pool, so the two
 // never oversubscribe the cores. A gemm called from inside one of our parallel regions runs
 // on the calling thread alone (OpenBLAS checks omp_in_parallel()): attention uses that to
-// give each thread whole heads (Note [Attention: one head per thread]).
+// give each thread whole heads (Note [Attention: one head per thread]), and small GEMMs run as
+// two halves side by side (Note [Small GEMMs in two halves], engine/blas.cpp).
 #pragma once
 
 void set_num_threads(int n);   // OpenMP and OpenBLAS together; default: OMP_NUM_THREADS or all cores
