@@ -83,7 +83,7 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
     PeftModel peft(model);
     Method* method = nullptr;
     if (f.method.method != "full") {
-        peft.add("default", make_method(f.method.to_config(cmd, Tokenizer::bytes()), model, rng));
+        peft.add("default", f.method.make(cmd, Tokenizer::bytes(), model, rng));
         method = peft.active();
         method->training = true;
     }

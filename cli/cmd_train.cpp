@@ -90,7 +90,7 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
     Method* method = nullptr;
     if (f.method.method != "full") {
         Rng mrng(f.common.seed + 7);
-        peft.add("default", make_method(f.method.to_config(cmd, tok), *model, mrng));
+        peft.add("default", f.method.make(cmd, tok, *model, mrng));
         method = peft.active();
     }
     ParamList& trainable = method ? method->params : model->params;

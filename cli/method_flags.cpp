@@ -84,3 +84,8 @@ nlohmann::json MethodFlags::to_config(const CLI::App& cmd, const Tokenizer& tok)
     }
     return c;
 }
+
+std::unique_ptr<Method> MethodFlags::make(const CLI::App& cmd, const Tokenizer& tok, GPT& model, Rng& rng) const {
+    WarnContext in_file(method_config.empty() ? "--method " + method : method_config);
+    return make_method(to_config(cmd, tok), model, rng);
+}

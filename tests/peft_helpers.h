@@ -86,6 +86,13 @@ struct TempDir {
     ~TempDir() { std::filesystem::remove_all(path); }
 };
 
+// Collects the warnings raised while it lives (engine/check.h) instead of printing them.
+struct CapturedWarnings {
+    std::vector<std::string> all;
+    WarnSink previous = set_warn_sink([this](const std::string& w) { all.push_back(w); });
+    ~CapturedWarnings() { set_warn_sink(previous); }
+};
+
 // Saves an adapter with `config` made on another base model, the lesson model with n_embd 32,
 // into `dir`: loading it onto the lesson model must fail, naming what differs.
 inline void save_from_wider_base(const std::string& dir, const json& config, Rng& rng) {

@@ -220,6 +220,18 @@ TEST_CASE("cli: eval --adapter from another base model exits 1 naming the mismat
                  "lora/adapter_model.safetensors: adapter was trained on another base model: n_embd 16 (adapter) vs 8 (model)");
 }
 
+TEST_CASE("cli: an adapter_config.json key this program does not know is a warning naming the file and the key") {
+    const std::string dir = ws().dir + "/lora_extra";
+    fs::copy(ws().dir + "/lora", dir, fs::copy_options::recursive);
+    nlohmann::json cfg = nlohmann::json::parse(slurp(dir + "/adapter_config.json"));
+    cfg["a_future_option"] = 3;
+    std::ofstream(dir + "/adapter_config.json") << cfg.dump();
+    const Run r = peft("eval --model base/model.safetensors --adapter lora_extra --data t.tsv --eval_iters 1 "
+                       "--accuracy_examples 1 --threads 1");
+    CHECK(r.code == 0);
+    CHECK(r.err == "warning: lora_extra/adapter_config.json: LORA config: ignoring unknown key \"a_future_option\"\n");
+}
+
 TEST_CASE("cli: merging a prefix adapter exits 1 saying it cannot be merged") {
     expect_error("merge --model base/model.safetensors --adapter prefix --out merged.safetensors --threads 1",
                  "PREFIX_TUNING adapters cannot be merged into the base weights (only LORA and IA3 can)");

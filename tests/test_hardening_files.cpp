@@ -168,12 +168,43 @@ TEST_CASE("hardening: an unknown peft_type is a ValueError listing the supported
 TEST_CASE("hardening: unknown extra keys in adapter_config.json are tolerated and the adapter loads") {
     Scratch s;
     const std::string dir = saved_adapter(s, "a", lora_json());
-    write_config(dir, lora_json({{"a_future_option", {1, 2}}, {"base_model_name_or_path", "gpt2"}, {"revision", nullptr}}));
+    write_config(dir, lora_json({{"a_future_option", {1, 2}}, {"base_model_name_or_path", "gpt2"}, {"revision", nullptr},
+                                 {"lora_dropuot", 0.1}}));
     auto model = lesson_model();
     Rng rng(0);
+    CapturedWarnings warnings;
     std::unique_ptr<Method> m = load_adapter(dir, *model, rng);
     CHECK(m->peft_type() == "LORA");
     CHECK(m->params.get(kQ + ".lora_B.weight").data()[1] == 0.02f);   // the file's values, not a fresh init
+    REQUIRE(warnings.all.size() == 1);   // one warning naming the file and each unknown key
+    CHECK(warnings.all[0] == dir + "/adapter_config.json: LORA config: ignoring unknown keys \"a_future_option\", \"lora_dropuot\"");
+}
+
+TEST_CASE("hardening: HF's bookkeeping keys, keys set to null or false, and each method's own config load without a warning") {
+    Scratch s;
+    const json hf_lora = {{"alpha_pattern", json::object()}, {"auto_mapping", nullptr}, {"base_model_name_or_path", "gpt2"},
+                          {"bias", "none"}, {"fan_in_fan_out", false}, {"inference_mode", true}, {"init_lora_weights", true},
+                          {"layer_replication", nullptr}, {"layers_pattern", nullptr}, {"layers_to_transform", nullptr},
+                          {"loftq_config", json::object()}, {"lora_alpha", 8}, {"lora_bias", false}, {"lora_dropout", 0.0},
+                          {"megatron_config", nullptr}, {"megatron_core", "megatron.core"}, {"modules_to_save", nullptr},
+                          {"peft_type", "LORA"}, {"r", 4}, {"rank_pattern", json::object()}, {"revision", nullptr},
+                          {"target_modules", {"q_proj", "v_proj"}}, {"task_type", "CAUSAL_LM"}, {"use_dora", false},
+                          {"use_rslora", false}};
+    const json configs[] = {hf_lora,
+                            {{"peft_type", "IA3"}},
+                            {{"peft_type", "BOTTLENECK"}, {"reduction_factor", 4}},
+                            {{"peft_type", "PREFIX_TUNING"}, {"num_virtual_tokens", 2}, {"prefix_projection", true}},
+                            {{"peft_type", "PROMPT_TUNING"}, {"num_virtual_tokens", 2}},
+                            {{"peft_type", "P_TUNING"}, {"num_virtual_tokens", 2}, {"encoder_hidden_size", 8}}};
+    for (const json& config : configs) {
+        const std::string dir = saved_adapter(s, config["peft_type"], config);
+        if (config == hf_lora) write_config(dir, hf_lora);   // as HF writes it, not as saved here
+        auto model = lesson_model();
+        Rng rng(0);
+        CapturedWarnings warnings;
+        load_adapter(dir, *model, rng);
+        CHECK_MESSAGE(warnings.all.empty(), config["peft_type"] << ": " << (warnings.all.empty() ? "" : warnings.all[0]));
+    }
 }
 
 TEST_CASE("hardening: LoRA r = 0 or negative is a ValueError quoting the value, with the config's path") {
