@@ -83,7 +83,8 @@ struct TempDir {
         REQUIRE(mkdtemp(tmpl) != nullptr);
         path = tmpl;
     }
-    ~TempDir() { std::filesystem::remove_all(path); }
+    ~TempDir() { std::error_code ec; std::filesystem::remove_all(path, ec); }
+    std::string operator/(const std::string& name) const { return path + "/" + name; }
 };
 
 // Collects the warnings raised while it lives (engine/check.h) instead of printing them.
