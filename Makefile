@@ -5,9 +5,10 @@ MAKEFLAGS += -j$(shell nproc)
 CXX      ?= g++
 ARCH     ?= -march=native
 OPT      ?= -O2
+DBG      ?= -g
 BUILD    ?= build
 SAN      ?=
-CXXFLAGS += -std=c++17 $(OPT) $(ARCH) -g -Wall -Wextra -fno-math-errno -fopenmp -MMD -MP -I. $(SAN)
+CXXFLAGS += -std=c++17 $(OPT) $(ARCH) $(DBG) -Wall -Wextra -fno-math-errno -fopenmp -MMD -MP -I. $(SAN)
 BLAS_DIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
 LDLIBS   += -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lfmt -fopenmp $(SAN)
 PKGS     := g++ make libopenblas-openmp-dev doctest-dev libfmt-dev nlohmann-json3-dev libcli11-dev
@@ -79,9 +80,11 @@ $(BUILD)/tests: $(call obj,$(TEST_SRC)) $(BUILD)/libpeft.a
 test: $(BUILD)/tests $(BUILD)/peft
 	PEFT_BIN=$(BUILD)/peft OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} ./$(BUILD)/tests $(TEST_ARGS)
 
-# The suite under AddressSanitizer + UndefinedBehaviorSanitizer, in its own build folder.
+# The suite under AddressSanitizer + UndefinedBehaviorSanitizer, in its own build folder. -O0 -g1
+# builds in half the CPU time of -O1 -g (the suite runs ~15% slower); line tables are all the
+# reports need.
 test-asan sanitize:
-	$(MAKE) test BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+	$(MAKE) test BUILD=build-asan OPT=-O0 DBG=-g1 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 
 # libFuzzer targets (clang) under ASan + UBSan, FUZZ_TIME seconds each, from the seed corpora.
 FUZZ_TIME ?= 60

@@ -102,7 +102,7 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
     PeftModel peft(model);
     Method* method = nullptr;
     if (f.method.method != "full") {
-        peft.add("default", make_method(f.method.to_config(cmd, Tokenizer::bytes()), model, rng));
+        peft.add("default", f.method.make(cmd, Tokenizer::bytes(), model, rng));
         method = peft.active();
         method->training = true;
     }
@@ -160,15 +160,15 @@ void add_bench_command(CLI::App& app) {
     f->common.add(*cmd);
     f->model.block_size = 64;
     f->model.vocab_size = 96;
-    cmd->add_option("--n_layer", f->model.n_layer, "transformer blocks")->check(CLI::Range(1, 1024))->capture_default_str();
-    cmd->add_option("--n_head", f->model.n_head, "attention heads")->check(CLI::Range(1, 1024))->capture_default_str();
-    cmd->add_option("--n_embd", f->model.n_embd, "width")->check(CLI::Range(1, 1 << 16))->capture_default_str();
-    cmd->add_option("--block", f->model.block_size, "sequence length")->check(CLI::Range(1, 1 << 16))->capture_default_str();
-    cmd->add_option("--vocab", f->model.vocab_size, "vocabulary size")->check(CLI::Range(1, 1 << 24))->capture_default_str();
-    cmd->add_option("--dropout", f->model.dropout, "dropout probability")->check(CLI::Range(0.0, 0.99));
-    cmd->add_option("--batch", f->batch, "sequences per step")->check(CLI::Range(1, 1 << 16))->capture_default_str();
-    cmd->add_option("--steps", f->steps, "timed steps")->check(CLI::Range(1, 1 << 20))->capture_default_str();
-    cmd->add_option("--warmup_steps", f->warmup_steps, "untimed steps first")->check(CLI::Range(0, 1 << 20))->capture_default_str();
+    add_number(cmd, "--n_layer", f->model.n_layer, "transformer blocks", 1, 1024)->capture_default_str();
+    add_number(cmd, "--n_head", f->model.n_head, "attention heads", 1, 1024)->capture_default_str();
+    add_number(cmd, "--n_embd", f->model.n_embd, "width", 1, 1 << 16)->capture_default_str();
+    add_number(cmd, "--block", f->model.block_size, "sequence length", 1, 1 << 16)->capture_default_str();
+    add_number(cmd, "--vocab", f->model.vocab_size, "vocabulary size", 1, 1 << 24)->capture_default_str();
+    add_number(cmd, "--dropout", f->model.dropout, "dropout probability", 0.0, 0.99);
+    add_number(cmd, "--batch", f->batch, "sequences per step", 1, 1 << 16)->capture_default_str();
+    add_number(cmd, "--steps", f->steps, "timed steps", 1, 1 << 20)->capture_default_str();
+    add_number(cmd, "--warmup_steps", f->warmup_steps, "untimed steps first", 0, 1 << 20)->capture_default_str();
     cmd->add_flag("--json", f->json_out, "print the results as one JSON object on the last line");
     cmd->add_flag("--suite", f->suite, "run the tiny, small and GPT-2-shape configs for full and LoRA; print one table");
     f->method.add(*cmd);

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fmt/format.h>
 #include <vector>
+#include "common.h"
 #include "engine/blas.h"
 #include "engine/ops.h"
 #include "engine/parallel.h"
@@ -125,10 +126,8 @@ void run_bench(int repeats) {
 void add_bench_engine_command(CLI::App& app) {
     auto* cmd = app.add_subcommand("bench-engine", "time GEMM, linear and attention forward + backward");
     static int repeats = 10, threads = 0;
-    cmd->add_option("--repeats", repeats, "timed runs per measurement (the median is printed)")
-        ->check(CLI::Range(1, 100000));
-    cmd->add_option("--threads", threads, "threads for OpenMP and OpenBLAS (default: OMP_NUM_THREADS or all cores)")
-        ->check(CLI::Range(1, 1024));
+    add_number(cmd, "--repeats", repeats, "timed runs per measurement (the median is printed)", 1, 100000);
+    add_number(cmd, "--threads", threads, "threads for OpenMP and OpenBLAS (default: OMP_NUM_THREADS or all cores)", 1, 1024);
     cmd->callback([] {
         if (threads > 0) set_num_threads(threads);
         run_bench(repeats);

@@ -166,9 +166,9 @@ void add_compare_command(CLI::App& app) {
     cmd->add_option("--data", f->data, "task dataset")->capture_default_str();
     cmd->add_option("--out", f->out, "output folder")->capture_default_str();
     cmd->add_option("--methods", f->methods, "subset, e.g. full,lora")->delimiter(',');
-    cmd->add_option("--steps", f->steps, "steps per method")->check(CLI::Range(1, 1 << 24))->capture_default_str();
-    cmd->add_option("--batch", f->batch, "sequences per step")->check(CLI::Range(1, 1 << 16))->capture_default_str();
-    cmd->add_option("--lr", f->lr, "one learning rate for every PEFT method (default: each its own; full uses 3e-4)")->check(CLI::Range(1e-9, 10.0))->capture_default_str();
+    add_number(cmd, "--steps", f->steps, "steps per method", 1, 1 << 24)->capture_default_str();
+    add_number(cmd, "--batch", f->batch, "sequences per step", 1, 1 << 16)->capture_default_str();
+    add_number(cmd, "--lr", f->lr, "one learning rate for every PEFT method (default: each its own; full uses 3e-4)", 1e-9, 10.0)->capture_default_str();
     cmd->add_flag("--json", f->json_out, "print the table as one JSON array on the last line");
     cmd->callback([f]() { run_compare(*f); });
 }

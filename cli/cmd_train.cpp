@@ -79,7 +79,7 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
     Method* method = nullptr;
     if (f.method.method != "full") {
         Rng mrng(f.common.seed + 7);
-        peft.add("default", make_method(f.method.to_config(cmd, tok), *model, mrng));
+        peft.add("default", f.method.make(cmd, tok, *model, mrng));
         method = peft.active();
     }
     ParamList& trainable = method ? method->params : model->params;
@@ -218,23 +218,23 @@ void add_train_command(CLI::App& app) {
     cmd->add_option("--base", f->base, "base checkpoint to fine-tune");
     cmd->add_flag("--resume", f->resume, "continue the run in --out exactly where it stopped");
     cmd->add_flag("--json", f->json_out, "print the final results as one JSON object on the last line");
-    cmd->add_option("--n_layer", f->model.n_layer, "transformer blocks")->check(CLI::Range(1, 1024))->capture_default_str();
-    cmd->add_option("--n_head", f->model.n_head, "attention heads")->check(CLI::Range(1, 1024))->capture_default_str();
-    cmd->add_option("--n_embd", f->model.n_embd, "width")->check(CLI::Range(1, 1 << 16))->capture_default_str();
-    cmd->add_option("--block", f->model.block_size, "block size (longest sequence)")->check(CLI::Range(1, 1 << 16))->capture_default_str();
-    cmd->add_option("--dropout", f->model.dropout, "dropout probability")->check(CLI::Range(0.0, 0.99))->capture_default_str();
-    cmd->add_option("--steps", f->train.steps, "optimizer steps")->check(CLI::Range(0, 1 << 30))->capture_default_str();
-    cmd->add_option("--batch", f->train.batch, "sequences per micro-batch")->check(CLI::Range(1, 1 << 16))->capture_default_str();
-    cmd->add_option("--grad_accum", f->train.grad_accum, "micro-batches per step")->check(CLI::Range(1, 1 << 16))->capture_default_str();
-    cmd->add_option("--lr", f->train.lr, "peak learning rate")->check(CLI::Range(1e-12, 10.0))->capture_default_str();
-    cmd->add_option("--min_lr", f->train.min_lr, "final learning rate of the cosine decay")->check(CLI::Range(0.0, 10.0))->capture_default_str();
-    cmd->add_option("--warmup", f->train.warmup, "warmup steps")->check(CLI::Range(0, 1 << 30))->capture_default_str();
-    cmd->add_option("--weight_decay", f->train.weight_decay, "AdamW weight decay")->check(CLI::Range(0.0, 10.0))->capture_default_str();
-    cmd->add_option("--grad_clip", f->train.grad_clip, "global-norm clipping (0 = off)")->check(CLI::Range(0.0, 1e6))->capture_default_str();
-    cmd->add_option("--eval_every", f->train.eval_every, "validate and checkpoint every N steps")->check(CLI::Range(0, 1 << 30))->capture_default_str();
-    cmd->add_option("--eval_iters", f->train.eval_iters, "validation batches")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+    add_number(cmd, "--n_layer", f->model.n_layer, "transformer blocks", 1, 1024)->capture_default_str();
+    add_number(cmd, "--n_head", f->model.n_head, "attention heads", 1, 1024)->capture_default_str();
+    add_number(cmd, "--n_embd", f->model.n_embd, "width", 1, 1 << 16)->capture_default_str();
+    add_number(cmd, "--block", f->model.block_size, "block size (longest sequence)", 1, 1 << 16)->capture_default_str();
+    add_number(cmd, "--dropout", f->model.dropout, "dropout probability", 0.0, 0.99)->capture_default_str();
+    add_number(cmd, "--steps", f->train.steps, "optimizer steps", 0, 1 << 30)->capture_default_str();
+    add_number(cmd, "--batch", f->train.batch, "sequences per micro-batch", 1, 1 << 16)->capture_default_str();
+    add_number(cmd, "--grad_accum", f->train.grad_accum, "micro-batches per step", 1, 1 << 16)->capture_default_str();
+    add_number(cmd, "--lr", f->train.lr, "peak learning rate", 1e-12, 10.0)->capture_default_str();
+    add_number(cmd, "--min_lr", f->train.min_lr, "final learning rate of the cosine decay", 0.0, 10.0)->capture_default_str();
+    add_number(cmd, "--warmup", f->train.warmup, "warmup steps", 0, 1 << 30)->capture_default_str();
+    add_number(cmd, "--weight_decay", f->train.weight_decay, "AdamW weight decay", 0.0, 10.0)->capture_default_str();
+    add_number(cmd, "--grad_clip", f->train.grad_clip, "global-norm clipping (0 = off)", 0.0, 1e6)->capture_default_str();
+    add_number(cmd, "--eval_every", f->train.eval_every, "validate and checkpoint every N steps", 0, 1 << 30)->capture_default_str();
+    add_number(cmd, "--eval_iters", f->train.eval_iters, "validation batches", 1, 1 << 20)->capture_default_str();
     cmd->add_flag("--skip_nonfinite", f->train.skip_nonfinite, "skip a batch whose loss or gradient is NaN/Inf instead of stopping");
-    cmd->add_option("--samples", f->samples, "characters to sample before and after")->check(CLI::Range(0, 100000))->capture_default_str();
+    add_number(cmd, "--samples", f->samples, "characters to sample before and after", 0, 100000)->capture_default_str();
     cmd->add_option("--prompt", f->prompt, "prompt for the samples (text data)");
     f->method.add(*cmd);
     cmd->callback([f, cmd]() { run_train(*f, *cmd); });

@@ -135,9 +135,9 @@ void add_generate_command(CLI::App& app) {
     CLI::App* cmd = app.add_subcommand("generate", "sample text from a model (optionally with adapters)");
     add_model_flags(cmd, *f);
     cmd->add_option("--prompt", f->prompt, "text to continue");
-    cmd->add_option("--max_new", f->max_new, "tokens to sample")->check(CLI::Range(0, 1 << 20))->capture_default_str();
-    cmd->add_option("--temperature", f->temperature, "0 = greedy")->check(CLI::Range(0.0, 100.0))->capture_default_str();
-    cmd->add_option("--top_k", f->top_k, "sample among the k likeliest (0 = all)")->check(CLI::Range(0, 1 << 20))->capture_default_str();
+    add_number(cmd, "--max_new", f->max_new, "tokens to sample", 0, 1 << 20)->capture_default_str();
+    add_number(cmd, "--temperature", f->temperature, "0 = greedy", 0.0, 100.0)->capture_default_str();
+    add_number(cmd, "--top_k", f->top_k, "sample among the k likeliest (0 = all)", 0, 1 << 20)->capture_default_str();
     cmd->callback([f]() { run_generate(*f); });
 }
 
@@ -146,9 +146,9 @@ void add_eval_command(CLI::App& app) {
     CLI::App* cmd = app.add_subcommand("eval", "validation loss (and task accuracy) of a model on a dataset");
     add_model_flags(cmd, *f);
     cmd->add_option("--data", f->data, "dataset name or path")->required();
-    cmd->add_option("--batch", f->batch, "sequences per batch")->check(CLI::Range(1, 1 << 16))->capture_default_str();
-    cmd->add_option("--eval_iters", f->eval_iters, "batches")->check(CLI::Range(1, 1 << 20))->capture_default_str();
-    cmd->add_option("--accuracy_examples", f->accuracy_examples, "task examples for accuracy")->check(CLI::Range(1, 1 << 20));
+    add_number(cmd, "--batch", f->batch, "sequences per batch", 1, 1 << 16)->capture_default_str();
+    add_number(cmd, "--eval_iters", f->eval_iters, "batches", 1, 1 << 20)->capture_default_str();
+    add_number(cmd, "--accuracy_examples", f->accuracy_examples, "task examples for accuracy", 1, 1 << 20);
     cmd->add_flag("--json", f->json_out, "print the results as one JSON object on the last line");
     cmd->callback([f]() { run_eval(*f); });
 }

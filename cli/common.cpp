@@ -1,4 +1,4 @@
-// cli/common.cpp — JSON config files, shared flags, printing helpers.
+// cli/common.cpp — strict numeric flags, --config files, shared flags, printing helpers.
 #include "common.h"
 #include <algorithm>
 #include <climits>
@@ -6,42 +6,94 @@
 #include <cstdlib>
 #include <thread>
 #include <unistd.h>
-#include <sstream>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cstdlib>
+#include "engine/fileio.h"
 #include "engine/parallel.h"
 
-std::string JsonConfig::to_config(const CLI::App*, bool, bool, std::string) const { return "{}"; }
+// ---- numeric flags
 
-std::vector<CLI::ConfigItem> JsonConfig::from_config(std::istream& input) const {
-    std::stringstream ss;
-    ss << input.rdbuf();
-    nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
-    if (j.is_discarded() || !j.is_object()) throw CLI::ConversionError("--config: the file is not a JSON object");
-    std::vector<CLI::ConfigItem> items;
-    for (auto& [key, value] : j.items()) {
-        CLI::ConfigItem item;
-        item.name = key;
-        if (value.is_array()) {
-            for (auto& v : value) item.inputs.push_back(v.is_string() ? v.get<std::string>() : v.dump());
-        } else if (value.is_boolean()) {
-            item.inputs = {value.get<bool>() ? "true" : "false"};
-        } else if (value.is_string()) {
-            item.inputs = {value.get<std::string>()};
-        } else if (value.is_number()) {
-            item.inputs = {value.dump()};
-        } else {
-            throw CLI::ConversionError("--config: key '" + key + "' must be a number, string, boolean or list");
-        }
-        items.push_back(item);
+// [-]digits, or with `fraction`: [-]digits[.digits][(e|E)[+|-]digits], where one side of the
+// '.' may be empty (.5, 5.). No hex, no inf/nan, no spaces, nothing after.
+static bool is_decimal(const std::string& s, bool fraction) {
+    size_t i = !s.empty() && s[0] == '-' ? 1 : 0;
+    auto digits = [&] {
+        const size_t from = i;
+        while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) i++;
+        return i - from;
+    };
+    size_t n = digits();
+    if (fraction && i < s.size() && s[i] == '.') { i++; n += digits(); }
+    if (n == 0) return false;
+    if (fraction && i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < s.size() && (s[i] == '+' || s[i] == '-')) i++;
+        if (digits() == 0) return false;
     }
-    return items;
+    return i == s.size();
+}
+
+template <class T>
+static std::string strict_integer(std::string& text, T lo, T hi) {
+    const std::string expected = fmt::format("(expected an integer in [{}, {}])", lo, hi);
+    if (!is_decimal(text, false)) return fmt::format("'{}' is not a decimal integer {}", text, expected);
+    T v{};
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (ec != std::errc() || end != text.data() + text.size() || v < lo || v > hi)   // a '-' on an unsigned too
+        return fmt::format("{} is out of range {}", text, expected);
+    text = fmt::format("{}", v);
+    return {};
+}
+
+std::string strict_number(std::string& text, int64_t lo, int64_t hi) { return strict_integer(text, lo, hi); }
+std::string strict_number(std::string& text, uint64_t lo, uint64_t hi) { return strict_integer(text, lo, hi); }
+
+std::string strict_number(std::string& text, double lo, double hi) {
+    const std::string expected = fmt::format("(expected a number in [{:g}, {:g}], e.g. 0.001 or 1e-3)", lo, hi);
+    if (!is_decimal(text, true)) return fmt::format("'{}' is not a decimal number {}", text, expected);
+    errno = 0;
+    const double v = std::strtod(text.c_str(), nullptr);
+    if (errno == ERANGE || !(v >= lo && v <= hi)) return fmt::format("{} is out of range {}", text, expected);
+    text = fmt::format("{}", v);
+    return {};
+}
+
+// ---- --config FILE.json
+
+// Sets each option named by a key of the JSON object in `file` (the long flag without "--")
+// that the command line left unset, through the option's own checks. CLI11 2.1 reads config
+// files for the top-level app only, so a subcommand's --config is this option callback.
+static void apply_json_config(CLI::App& cmd, const std::string& file) {
+    auto bad = [&](const std::string& what) { return CLI::ValidationError("--config", file + ": " + what); };
+    const nlohmann::json j = nlohmann::json::parse(read_file(file, 1 << 20), nullptr, false);
+    if (!j.is_object()) throw bad(j.is_discarded() ? "not valid JSON (a number out of range is invalid too)" : "not a JSON object");
+    for (const auto& [key, value] : j.items()) {
+        CLI::Option* opt = cmd.get_option_no_throw("--" + key);
+        if (!opt || !opt->get_configurable()) throw bad(fmt::format("unknown key \"{}\" (keys are flags without --)", key));
+        if (opt->count() > 0) continue;   // the command line wins
+        std::vector<std::string> inputs;
+        for (const nlohmann::json& v : value.is_array() ? value : nlohmann::json::array({value})) {
+            if (!v.is_string() && !v.is_number() && !v.is_boolean())
+                throw bad(fmt::format("\"{}\" must be a number, string, boolean or a list of them", key));
+            inputs.push_back(v.is_string() ? v.get<std::string>() : v.dump());
+        }
+        try {
+            opt->add_result(inputs);
+            opt->run_callback();   // validates and stores now, whatever the options' order
+        } catch (const CLI::ParseError& e) {
+            throw bad(e.what());
+        }
+    }
 }
 
 void CommonFlags::add(CLI::App& cmd) {
-    cmd.add_option("--threads", threads, "threads for OpenMP and OpenBLAS (default: OMP_NUM_THREADS or all cores)")
-        ->check(CLI::Range(1, 1024));
-    cmd.add_option("--seed", seed, "random seed")->capture_default_str();
-    cmd.set_config("--config", "", "JSON file with flags as keys, e.g. {\"steps\": 200}");
-    cmd.config_formatter(std::make_shared<JsonConfig>());
+    add_number(&cmd, "--threads", threads, "threads for OpenMP and OpenBLAS (default: OMP_NUM_THREADS or all cores)", 1, 1024);
+    add_number(&cmd, "--seed", seed, "random seed")->capture_default_str();
+    cmd.add_option_function<std::string>("--config", [&cmd](const std::string& file) { apply_json_config(cmd, file); },
+                                         "JSON file with flags as keys, e.g. {\"steps\": 200, \"target_modules\": [\"q_proj\"]}")
+        ->configurable(false);
 }
 
 // OpenMP threads wait for each other by spinning: when another program keeps a core busy, a

@@ -1,21 +1,41 @@
-// cli/common.h — what every subcommand shares: the JSON config-file reader for CLI11, the
-// --threads/--seed flags, and small printing helpers.
+// cli/common.h — what every subcommand shares: strict numeric flags, the --threads, --seed and
+// --config flags, and small printing helpers.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <type_traits>
 #include "engine/check.h"
 #include "engine/memory.h"
 
-// Lets `--config FILE.json` set any long flag: {"steps": 200, "lr": 0.001, "target_modules": ["q_proj"]}.
-// Unknown keys are errors (CLI11 reports them as extras).
-class JsonConfig : public CLI::Config {
-public:
-    std::string to_config(const CLI::App*, bool, bool, std::string) const override;
-    std::vector<CLI::ConfigItem> from_config(std::istream& input) const override;
-};
+// ---- numeric flags
+//
+// Every integer and float flag is added with add_number. Its value must be a decimal integer
+// (floats: decimal or exponent notation, e.g. 0.001 or 1e-3) with nothing after it, within
+// [lo, hi] and the type's range. `0x10`, `0b1`, `1e3` or `10.0` for an integer, `12abc`, `-1` for
+// an unsigned, `nan`, `inf` and `1e400` are command-line errors (exit 2) naming the flag, the
+// value and the expected range. Leading zeros are decimal: `010` is 10 (CLI11 alone would read
+// it as octal 8). Values from --config files pass the same check, as their text.
+std::string strict_number(std::string& text, int64_t lo, int64_t hi);   // "" if fine, else the problem;
+std::string strict_number(std::string& text, uint64_t lo, uint64_t hi); // a fine text is rewritten in
+std::string strict_number(std::string& text, double lo, double hi);     // canonical decimal form
 
-// --threads N (default: OMP_NUM_THREADS or all cores), --seed S, --config FILE.json.
+template <class T>
+CLI::Option* add_number(CLI::App* cmd, const std::string& flag, T& value, const std::string& help,
+                        std::common_type_t<T> lo = std::numeric_limits<T>::lowest(),
+                        std::common_type_t<T> hi = std::numeric_limits<T>::max()) {
+    using Wide = std::conditional_t<std::is_floating_point_v<T>, double,
+                                    std::conditional_t<std::is_signed_v<T>, int64_t, uint64_t>>;
+    const bool bounded = lo != std::numeric_limits<T>::lowest() || hi != std::numeric_limits<T>::max();
+    return cmd->add_option(flag, value, help)
+        ->transform(CLI::Validator([lo, hi](std::string& text) { return strict_number(text, Wide(lo), Wide(hi)); },
+                                   bounded ? fmt::format("[{}, {}]", lo, hi) : "", "number"));
+}
+
+// --threads N (default: OMP_NUM_THREADS or all cores), --seed S, and --config FILE.json, which
+// sets any long flag the command line did not: {"steps": 200, "lr": 0.001, "target_modules":
+// ["q_proj"]}. Its values pass the same checks as the flags'; an unknown key is an error.
 struct CommonFlags {
     int threads = 0;
     uint64_t seed = 1337;

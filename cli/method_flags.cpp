@@ -2,6 +2,7 @@
 #include "method_flags.h"
 #include <fstream>
 #include <sstream>
+#include "common.h"
 #include "engine/check.h"
 #include "engine/fileio.h"
 
@@ -10,20 +11,20 @@ void MethodFlags::add(CLI::App& cmd) {
         ->check(CLI::IsMember({"full", "lora", "ia3", "adapter", "prefix", "prompt", "ptuning"}))->capture_default_str();
     cmd.add_option("--method_config", method_config, "adapter_config.json-style file with the method's options");
     auto* g = cmd.add_option_group("PEFT options", "named like the HF PEFT config fields");
-    g->add_option("--r", r, "LoRA rank")->check(CLI::Range(1, 1 << 16));
-    g->add_option("--lora_alpha", lora_alpha, "LoRA scaling numerator (scale = alpha / r)");
-    g->add_option("--lora_dropout", lora_dropout, "dropout on the LoRA branch")->check(CLI::Range(0.0, 0.99));
+    add_number(g, "--r", r, "LoRA rank", 1, 1 << 16);
+    add_number(g, "--lora_alpha", lora_alpha, "LoRA scaling numerator (scale = alpha / r)");
+    add_number(g, "--lora_dropout", lora_dropout, "dropout on the LoRA branch", 0.0, 0.99);
     g->add_flag("--use_rslora", use_rslora, "scale by alpha / sqrt(r)");
     g->add_option("--target_modules", target_modules, "module names, e.g. q_proj v_proj")->delimiter(',');
     g->add_option("--feedforward_modules", feedforward_modules, "IA3: modules scaled on their input")->delimiter(',');
     g->add_option("--placement", placement, "adapters: houlsby | pfeiffer")->check(CLI::IsMember({"houlsby", "pfeiffer"}));
-    g->add_option("--bottleneck_size", bottleneck_size, "adapters: bottleneck width m")->check(CLI::Range(1, 1 << 20));
-    g->add_option("--reduction_factor", reduction_factor, "adapters: m = n_embd / factor")->check(CLI::Range(1, 1 << 20));
+    add_number(g, "--bottleneck_size", bottleneck_size, "adapters: bottleneck width m", 1, 1 << 20);
+    add_number(g, "--reduction_factor", reduction_factor, "adapters: m = n_embd / factor", 1, 1 << 20);
     g->add_option("--non_linearity", non_linearity, "adapters: relu | gelu | silu")->check(CLI::IsMember({"relu", "gelu", "silu"}));
-    g->add_option("--num_virtual_tokens", num_virtual_tokens, "prefix / prompt / P-tuning length P")->check(CLI::Range(1, 1 << 16));
+    add_number(g, "--num_virtual_tokens", num_virtual_tokens, "prefix / prompt / P-tuning length P", 1, 1 << 16);
     g->add_flag("--prefix_projection", prefix_projection, "prefix tuning: train through an MLP reparametrisation");
-    g->add_option("--encoder_hidden_size", encoder_hidden_size, "prefix projection / P-tuning encoder width")->check(CLI::Range(1, 1 << 20));
-    g->add_option("--encoder_num_layers", encoder_num_layers, "P-tuning LSTM layers")->check(CLI::Range(1, 16));
+    add_number(g, "--encoder_hidden_size", encoder_hidden_size, "prefix projection / P-tuning encoder width", 1, 1 << 20);
+    add_number(g, "--encoder_num_layers", encoder_num_layers, "P-tuning LSTM layers", 1, 16);
     g->add_option("--encoder_reparameterization_type", encoder_reparameterization_type, "P-tuning: MLP | LSTM")
         ->check(CLI::IsMember({"MLP", "LSTM"}));
     g->add_option("--prompt_tuning_init", prompt_tuning_init, "prompt tuning: RANDOM | SAMPLE_VOCAB | TEXT")
@@ -82,4 +83,9 @@ nlohmann::json MethodFlags::to_config(const CLI::App& cmd, const Tokenizer& tok)
         }
     }
     return c;
+}
+
+std::unique_ptr<Method> MethodFlags::make(const CLI::App& cmd, const Tokenizer& tok, GPT& model, Rng& rng) const {
+    WarnContext in_file(method_config.empty() ? "--method " + method : method_config);
+    return make_method(to_config(cmd, tok), model, rng);
 }

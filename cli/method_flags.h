@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 #include "data/tokenizer.h"
+#include "peft/peft.h"
 
 struct MethodFlags {
     std::string method = "full";      // full | lora | ia3 | adapter | prefix | prompt | ptuning
@@ -23,4 +24,6 @@ struct MethodFlags {
     // The adapter_config.json object for --method (HF field names), from the flags the user set
     // (and --method_config); "full" gives an empty object. Unknown method -> ValueError.
     nlohmann::json to_config(const CLI::App& cmd, const Tokenizer& tok) const;
+    // The method of that config, attached to `model`; warnings about its keys name --method_config.
+    std::unique_ptr<Method> make(const CLI::App& cmd, const Tokenizer& tok, GPT& model, Rng& rng) const;
 };

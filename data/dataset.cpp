@@ -17,6 +17,13 @@ static void check_fraction(double f) {
     ENGINE_CHECK(f >= 0 && f < 1, ValueError, "dataset: val_fraction must be in [0, 1), got {}", f);
 }
 
+static void check_size(uintmax_t bytes, const std::string& name) {
+    ENGINE_CHECK(bytes > 0, FileError, "dataset '{}' is empty", name);
+    ENGINE_CHECK(bytes <= uintmax_t(kMaxDatasetBytes), FileError,
+                 "dataset '{}' has {} bytes, more than the limit of {} MiB (this engine trains toy models)", name,
+                 bytes, kMaxDatasetBytes >> 20);
+}
+
 std::string read_text_file(const std::string& path) {
     std::error_code ec;
     const fs::file_status st = fs::status(path, ec);
@@ -25,10 +32,7 @@ std::string read_text_file(const std::string& path) {
     ENGINE_CHECK(fs::is_regular_file(st), FileError, "dataset '{}' is not a regular file", path);
     const uintmax_t bytes = fs::file_size(path, ec);
     ENGINE_CHECK(!ec, FileError, "cannot read dataset '{}': {}", path, ec.message());
-    ENGINE_CHECK(bytes <= uintmax_t(kMaxDatasetBytes), FileError,
-                 "dataset '{}' has {} bytes, more than the limit of {} MiB (this engine trains toy models)", path,
-                 bytes, kMaxDatasetBytes >> 20);
-    ENGINE_CHECK(bytes > 0, FileError, "dataset '{}' is empty", path);
+    check_size(bytes, path);   // before allocating
 
     std::ifstream f(path, std::ios::binary);
     ENGINE_CHECK(f.is_open(), FileError, "cannot open dataset '{}': {}", path, std::strerror(errno));
@@ -36,14 +40,18 @@ std::string read_text_file(const std::string& path) {
     f.read(&text[0], std::streamsize(bytes));
     ENGINE_CHECK(f.gcount() == std::streamsize(bytes), FileError, "cannot read dataset '{}': got {} of {} bytes",
                  path, f.gcount(), bytes);
+    check_text(text, path);
+    return text;
+}
 
+void check_text(const std::string& text, const std::string& name) {
+    check_size(text.size(), name);
     const size_t nul = text.find('\0');
-    ENGINE_CHECK(nul == std::string::npos, FileError, "dataset '{}' looks binary: NUL byte at offset {}", path, nul);
+    ENGINE_CHECK(nul == std::string::npos, FileError, "dataset '{}' looks binary: NUL byte at offset {}", name, nul);
     const size_t bad = utf8_error_offset(text);
     ENGINE_CHECK(bad == std::string::npos, FileError,
-                 "dataset '{}' is not UTF-8 text: invalid byte sequence at offset {} (starting with 0x{:02x})", path,
+                 "dataset '{}' is not UTF-8 text: invalid byte sequence at offset {} (starting with 0x{:02x})", name,
                  bad, unsigned(uint8_t(text[bad])));
-    return text;
 }
 
 // ---- TextDataset
@@ -55,22 +63,27 @@ static void split_tokens(const std::vector<int32_t>& ids, double val_fraction, s
     val.assign(ids.end() - int64_t(n_val), ids.end());
 }
 
-TextDataset::TextDataset(const std::string& path, double val_fraction) : path_(path), tok_(Tokenizer::bytes()) {
-    check_fraction(val_fraction);
-    const std::string text = read_text_file(path);
-    tok_ = Tokenizer::chars_of(text);
-    split_tokens(tok_.encode(text), val_fraction, train_, val_);
+TextDataset::TextDataset(const std::string& path, double val_fraction)
+    : TextDataset(path, read_text_file(path), nullptr, val_fraction) {}
+
+TextDataset::TextDataset(const std::string& path, const Tokenizer& tok, double val_fraction)
+    : TextDataset(path, read_text_file(path), &tok, val_fraction) {}
+
+TextDataset TextDataset::from_text(const std::string& text, const std::string& name, const Tokenizer* tok,
+                                   double val_fraction) {
+    check_text(text, name);
+    return TextDataset(name, text, tok, val_fraction);
 }
 
-TextDataset::TextDataset(const std::string& path, const Tokenizer& tok, double val_fraction) : path_(path), tok_(tok) {
+TextDataset::TextDataset(std::string name, const std::string& text, const Tokenizer* tok, double val_fraction)
+    : path_(std::move(name)), tok_(tok ? *tok : Tokenizer::chars_of(text)) {
     check_fraction(val_fraction);
-    const std::string text = read_text_file(path);
     std::vector<int32_t> ids;
     try {
         ids = tok_.encode(text);
-    } catch (const ValueError& e) {
+    } catch (const ValueError& e) {   // only with a given vocabulary: a built one covers the text
         throw ValueError(fmt::format("dataset '{}': {} (the vocabulary is the model's, fixed when it was trained)",
-                                     path, e.what()));
+                                     path_, e.what()));
     }
     split_tokens(ids, val_fraction, train_, val_);
 }
@@ -96,11 +109,21 @@ Batch TextDataset::sample(Split s, int64_t B, int64_t T, Rng& rng) const {
 // ---- TaskDataset
 
 TaskDataset::TaskDataset(const std::string& path, const Tokenizer& tok, int64_t block_size, double val_fraction)
-    : path_(path), tok_(tok) {
+    : TaskDataset(path, read_text_file(path), tok, block_size, val_fraction) {}
+
+TaskDataset TaskDataset::from_text(const std::string& text, const std::string& name, const Tokenizer& tok,
+                                   int64_t block_size, double val_fraction) {
+    check_text(text, name);
+    return TaskDataset(name, text, tok, block_size, val_fraction);
+}
+
+TaskDataset::TaskDataset(std::string name, const std::string& text, const Tokenizer& tok, int64_t block_size,
+                         double val_fraction)
+    : path_(std::move(name)), tok_(tok) {
     check_fraction(val_fraction);
     ENGINE_CHECK(block_size >= 0, ValueError, "task dataset: block_size must be >= 0 (0 = no limit), got {}",
                  block_size);
-    const std::string text = read_text_file(path);
+    const std::string& path = path_;
     std::vector<Example> all;
     int64_t line_no = 0;
     for (size_t pos = 0; pos < text.size();) {

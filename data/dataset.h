@@ -39,6 +39,8 @@ struct Batch {
 // The contents of a UTF-8 text file. FileError naming the path when it is missing, a directory,
 // empty, larger than kMaxDatasetBytes, binary (a NUL byte) or not UTF-8 (with the byte offset).
 std::string read_text_file(const std::string& path);
+// The checks on the contents, for text already in memory: `name` stands for the path in messages.
+void check_text(const std::string& text, const std::string& name);
 
 class TextDataset {
 public:
@@ -47,6 +49,10 @@ public:
     // Uses a given vocabulary, e.g. a base model's when fine-tuning; a character outside it is a
     // ValueError naming the file, the character and its position.
     TextDataset(const std::string& path, const Tokenizer& tok, double val_fraction = 0.1);
+    // The same from text in memory (check_text applies); `name` stands for the path. The
+    // vocabulary is `tok`'s, or built from the text when `tok` is null.
+    static TextDataset from_text(const std::string& text, const std::string& name, const Tokenizer* tok = nullptr,
+                                 double val_fraction = 0.1);
 
     const std::string& path() const { return path_; }
     const Tokenizer& tokenizer() const { return tok_; }
@@ -57,6 +63,8 @@ public:
     Batch sample(Split s, int64_t B, int64_t T, Rng& rng) const;
 
 private:
+    TextDataset(std::string name, const std::string& text, const Tokenizer* tok, double val_fraction);
+
     std::string path_;
     Tokenizer tok_;
     std::vector<int32_t> train_, val_;
@@ -74,6 +82,9 @@ public:
     // block_size > 0: an example whose training row (prompt+answer tokens − 1) is longer is a
     // ValueError naming its line. Characters outside `tok` are a ValueError naming the line.
     TaskDataset(const std::string& path, const Tokenizer& tok, int64_t block_size = 0, double val_fraction = 0.1);
+    // The same from text in memory (check_text applies); `name` stands for the path.
+    static TaskDataset from_text(const std::string& text, const std::string& name, const Tokenizer& tok,
+                                 int64_t block_size = 0, double val_fraction = 0.1);
 
     const std::string& path() const { return path_; }
     const Tokenizer& tokenizer() const { return tok_; }
@@ -95,6 +106,8 @@ public:
     double exact_match(const GenerateFn& generate, Split s, int64_t max_examples = 0) const;
 
 private:
+    TaskDataset(std::string name, const std::string& text, const Tokenizer& tok, int64_t block_size, double val_fraction);
+
     std::string path_;
     Tokenizer tok_;
     std::vector<Example> train_, val_;

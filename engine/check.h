@@ -5,6 +5,7 @@
 // `assert` would vanish under -DNDEBUG; `abort` would make every failure path untestable.
 #pragma once
 #include <fmt/format.h>
+#include <functional>
 #include <stdexcept>
 #include <string>
 
@@ -19,6 +20,20 @@ struct NumericError : Error { using Error::Error; };  // NaN or Inf where a fini
     do {                                                          \
         if (!(cond)) throw ErrorType(fmt::format(__VA_ARGS__));   \
     } while (0)
+
+// What library code tolerates but the user should hear about (a config key it does not know)
+// goes through warn(): "warning: <message>" on stderr. A test installs a sink to collect the
+// warnings instead; a WarnContext prefixes those raised in its scope, e.g. with the file read.
+using WarnSink = std::function<void(const std::string&)>;
+void warn(const std::string& message);
+WarnSink set_warn_sink(WarnSink sink);   // returns the previous sink; an empty one means stderr
+
+struct WarnContext {
+    explicit WarnContext(std::string what);   // "what: " before each warning until destroyed
+    ~WarnContext();
+    WarnContext(const WarnContext&) = delete;
+    WarnContext& operator=(const WarnContext&) = delete;
+};
 
 #if defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__
 #error "peft.cpp must not be built with -ffast-math: it folds isnan/isinf and breaks NaN checks"

@@ -28,7 +28,7 @@ struct Ia3Config {
     std::vector<std::string> feedforward_modules{"fc_out"};   // input-scaled targets, e.g. ["fc_out"]
     std::string task_type = "CAUSAL_LM";
 
-    // HF field names; null keeps the default, unknown keys are ignored, and every bad value is
+    // HF field names; null keeps the default, an unknown key is a warning, and every bad value is
     // reported in one ValueError (ConfigReader, peft.h).
     static Ia3Config from_json(const json& j) {
         Ia3Config c;

@@ -112,6 +112,7 @@ ConfigReader::ConfigReader(const json& config, std::string peft_type) : j_(confi
 }
 
 const json* ConfigReader::field(const char* key) const {
+    read_.insert(key);
     auto it = j_.find(key);
     return it == j_.end() || it->is_null() ? nullptr : &*it;
 }
@@ -203,14 +204,29 @@ void ConfigReader::same_as_model(const char* key, const char* what, int64_t want
         bad_.push_back(fmt::format("`{}` is {} but the model's {} is {}", key, v->dump(), what, want));
 }
 
+// false, [] and {} say "not used" as well as null does
+static bool asks_nothing(const json& v) { return v.is_null() || v == false || (v.is_structured() && v.empty()); }
+
 void ConfigReader::refuse(std::initializer_list<const char*> keys) {
-    for (const char* key : keys)   // false, [] and {} say "not used" as well as null does
-        if (const json* v = field(key); v && *v != false && !(v->is_structured() && v->empty()))
+    for (const char* key : keys)
+        if (const json* v = field(key); v && !asks_nothing(*v))
             bad_.push_back(fmt::format("`{}` = {} is not supported here", key, v->dump()));
 }
 
+// Keys HF PEFT writes that change nothing in what is built or loaded here.
+static const std::set<std::string> kHfBookkeeping = {
+    "base_model_name_or_path", "revision", "task_type", "inference_mode", "auto_mapping", "peft_version",
+    "init_lora_weights", "init_ia3_weights", "megatron_core", "num_transformer_submodules", "num_layers",
+    "num_attention_heads", "tokenizer_name_or_path"};
+
 void ConfigReader::done() const {
     if (!bad_.empty()) throw ValueError(fmt::format("invalid {} config: {}", peft_type_, fmt::join(bad_, "; ")));
+    std::vector<std::string> unknown;
+    for (const auto& [key, value] : j_.items())
+        if (!read_.count(key) && !kHfBookkeeping.count(key) && !asks_nothing(value)) unknown.push_back('"' + key + '"');
+    if (!unknown.empty())
+        warn(fmt::format("{} config: ignoring unknown key{} {}", peft_type_, unknown.size() > 1 ? "s" : "",
+                         fmt::join(unknown, ", ")));
 }
 
 // ---- methods that wrap target Linears
@@ -395,6 +411,7 @@ std::unique_ptr<Method> load_adapter(const std::string& dir, GPT& model, Rng& rn
     }
     std::unique_ptr<Method> m;
     try {
+        WarnContext in_file(cfg_path);
         m = make_method(cfg, model, rng);
     } catch (const ValueError& e) {
         throw ValueError(fmt::format("{}: {}", cfg_path, e.what()));

@@ -17,6 +17,7 @@
 #include <initializer_list>
 #include <map>
 #include <memory>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
@@ -74,10 +75,13 @@ Linear torch_linear(int64_t in, int64_t out, Rng& rng);
 // ---- reading adapter_config.json
 //
 // Every method reads its config through a ConfigReader, with HF PEFT's field names: a missing
-// or null field keeps the default (HF writes null for "not set") and unknown keys are ignored
-// (as HF does). Each bad value is noted in HF's words, e.g.
+// or null field keeps the default (HF writes null for "not set"). Each bad value is noted in
+// HF's words, e.g.
 //     `r` should be a positive integer value but the value passed is 0
 // and done() throws one ValueError listing every problem: "invalid LORA config: ...; ...".
+// Otherwise done() warns (engine/check.h) about the keys no one read, and loading goes on, as
+// HF does with fields from a newer version. Not warned about: HF's bookkeeping keys (the list
+// in peft.cpp) and keys set to null, false, [] or {}, which ask for nothing.
 constexpr int64_t kMaxSize = int64_t(1) << 24;   // the largest size a config may ask for (no overflow)
 
 class ConfigReader {
@@ -105,12 +109,13 @@ public:
     void only(const char* key, const json& value, const char* why);   // "`key` = ... is not supported: <why>"
     void same_as_model(const char* key, const char* what, int64_t want);   // "`key` is .. but the model's <what> is .."
     void refuse(std::initializer_list<const char*> keys);   // HF options that would change the computation
-    void done() const;                                      // throws if anything was noted
+    void done() const;   // throws if anything was noted, else warns about the unread keys
 
 private:
     const json& j_;
     std::string peft_type_;
     std::vector<std::string> bad_;
+    mutable std::set<std::string> read_;   // every key field() was asked for
 };
 
 // ---- methods that wrap target Linears (LoRA, IA³)

@@ -83,7 +83,15 @@ struct TempDir {
         REQUIRE(mkdtemp(tmpl) != nullptr);
         path = tmpl;
     }
-    ~TempDir() { std::filesystem::remove_all(path); }
+    ~TempDir() { std::error_code ec; std::filesystem::remove_all(path, ec); }
+    std::string operator/(const std::string& name) const { return path + "/" + name; }
+};
+
+// Collects the warnings raised while it lives (engine/check.h) instead of printing them.
+struct CapturedWarnings {
+    std::vector<std::string> all;
+    WarnSink previous = set_warn_sink([this](const std::string& w) { all.push_back(w); });
+    ~CapturedWarnings() { set_warn_sink(previous); }
 };
 
 // Saves an adapter with `config` made on another base model, the lesson model with n_embd 32,

@@ -116,11 +116,79 @@ TEST_CASE("cli: an unknown flag exits 2 naming the flag") {
 }
 
 TEST_CASE("cli: malformed numbers ('12abc', '-1' steps, '1e400') and a flag missing its value exit 2 naming the flag") {
-    expect_usage_error("train --data c.txt --out o --steps 12abc", "--steps: Value 12abc not in range");
-    expect_usage_error("train --data c.txt --out o --steps -1", "--steps: Value -1 not in range");
-    expect_usage_error("train --data c.txt --out o --steps 1e400", "--steps: Value 1e400 not in range");
-    expect_usage_error("train --data c.txt --out o --lr 1e400", "--lr: Value 1e400 not in range");
+    const std::string steps = "--steps: '12abc' is not a decimal integer (expected an integer in [0, 1073741824])";
+    expect_usage_error("train --data c.txt --out o --steps 12abc", steps);
+    expect_usage_error("train --data c.txt --out o --steps -1", "--steps: -1 is out of range (expected an integer in [0, 1073741824])");
+    expect_usage_error("train --data c.txt --out o --steps 1e400", "--steps: '1e400' is not a decimal integer");
+    expect_usage_error("train --data c.txt --out o --lr 1e400", "--lr: 1e400 is out of range (expected a number in [1e-12, 10]");
     expect_usage_error("train --data c.txt --out o --steps", "--steps: 1 required");
+    CHECK(!fs::exists(ws().dir + "/o"));
+}
+
+TEST_CASE("cli: numbers are decimal only: hex, binary, exponents for integers, trailing text, nan/inf and '' exit 2") {
+    for (const char* v : {"0x10", "0X10", "0b101", "1e3", "10.0", "+5", "' 5'", "5k", "''"})
+        expect_usage_error(std::string("train --data c.txt --out o --steps ") + v, "is not a decimal integer (expected an integer in [0, 1073741824])");
+    for (const char* v : {"0x1p-3", "1e-3x", "nan", "inf", "-inf", "1e", "."})
+        expect_usage_error(std::string("train --data c.txt --out o --lr ") + v, "is not a decimal number (expected a number in [1e-12, 10]");
+    expect_usage_error("generate --model m --temperature 1,5", "--temperature: '1,5' is not a decimal number");
+    CHECK(!fs::exists(ws().dir + "/o"));
+}
+
+TEST_CASE("cli: numbers outside the flag's range or its type's exit 2 stating the range; -1 for an unsigned too") {
+    expect_usage_error("train --data c.txt --out o --seed -1", "--seed: -1 is out of range (expected an integer in [0, 18446744073709551615])");
+    expect_usage_error("train --data c.txt --out o --seed 18446744073709551616", "--seed: 18446744073709551616 is out of range");
+    expect_usage_error("train --data c.txt --out o --steps 99999999999", "--steps: 99999999999 is out of range");
+    expect_usage_error("train --data c.txt --out o --dropout 2", "--dropout: 2 is out of range (expected a number in [0, 0.99]");
+    expect_usage_error("train --data c.txt --out o --lora_alpha -1e309", "--lora_alpha: -1e309 is out of range");
+    expect_usage_error("bench-engine --threads 0", "--threads: 0 is out of range (expected an integer in [1, 1024])");
+}
+
+TEST_CASE("cli: a leading zero is decimal ('--steps 010' is 10 steps, not octal 8); 1e-3 and .5 are numbers") {
+    const Run r = peft(std::string("train --data c.txt --out zero --steps 010 --lr 1e-3 --dropout .5 ") + kTiny);
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    CHECK(r.out.find("\"steps\":10,") != std::string::npos);
+    CHECK(r.out.find("\"lr\":0.0010000000474974513,") != std::string::npos);   // 1e-3 as a float
+}
+
+TEST_CASE("cli: every numeric flag of every subcommand refuses hex, found from --help") {
+    int flags = 0;
+    for (const char* sub : {"train", "generate", "eval", "forward", "merge", "bench", "bench-engine", "compare"}) {
+        std::istringstream help(peft(std::string(sub) + " --help").out);
+        for (std::string line; std::getline(help, line);) {
+            std::istringstream words(line);
+            std::string flag, type;
+            words >> flag >> type;
+            if (flag.rfind("--", 0) != 0 || !(type.rfind("INT", 0) == 0 || type.rfind("UINT", 0) == 0 || type.rfind("FLOAT", 0) == 0))
+                continue;
+            flags++;
+            expect_usage_error(std::string(sub) + " " + flag + " 0x10", flag + ": '0x10' is not a decimal");
+        }
+    }
+    CHECK(flags >= 40);
+}
+
+TEST_CASE("cli: --config FILE.json sets flags through the same checks; the command line wins; bad keys exit 2") {
+    auto config = [](const std::string& name, const std::string& text) { std::ofstream(ws().dir + "/" + name) << text; };
+    config("ok.json", "{\"steps\": 3, \"lr\": 1e-3, \"out\": \"cfg\", \"json\": true}");
+    const Run r = peft(std::string("train --data c.txt --config ok.json --steps 2 ") + kTiny);
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    CHECK(r.out.find("\"steps\":2,") != std::string::npos);   // the command line's
+    CHECK(r.out.find("\"lr\":0.0010000000474974513,") != std::string::npos);
+    CHECK(fs::exists(ws().dir + "/cfg/model.safetensors"));
+    config("hex.json", "{\"steps\": \"0x10\"}");
+    expect_usage_error("train --data c.txt --out o --config hex.json", "--config: hex.json: --steps: '0x10' is not a decimal integer");
+    config("frac.json", "{\"steps\": 2.5}");
+    expect_usage_error("train --data c.txt --out o --config frac.json", "--config: frac.json: --steps: '2.5' is not a decimal integer");
+    config("neg.json", "{\"seed\": -1}");
+    expect_usage_error("train --data c.txt --out o --config neg.json", "--config: neg.json: --seed: -1 is out of range");
+    config("huge.json", "{\"lr\": 1e400}");
+    expect_usage_error("train --data c.txt --out o --config huge.json", "--config: huge.json: not valid JSON");
+    config("typo.json", "{\"stepz\": 3}");
+    expect_usage_error("train --data c.txt --out o --config typo.json", "--config: typo.json: unknown key \"stepz\"");
+    config("null.json", "{\"steps\": null}");
+    expect_usage_error("train --data c.txt --out o --config null.json", "\"steps\" must be a number, string, boolean or a list");
     CHECK(!fs::exists(ws().dir + "/o"));
 }
 
@@ -150,6 +218,18 @@ TEST_CASE("cli: --block larger than the loaded base model's exits 1 before train
 TEST_CASE("cli: eval --adapter from another base model exits 1 naming the mismatch") {
     expect_error("eval --model narrow/model.safetensors --adapter lora --data t.tsv --threads 1",
                  "lora/adapter_model.safetensors: adapter was trained on another base model: n_embd 16 (adapter) vs 8 (model)");
+}
+
+TEST_CASE("cli: an adapter_config.json key this program does not know is a warning naming the file and the key") {
+    const std::string dir = ws().dir + "/lora_extra";
+    fs::copy(ws().dir + "/lora", dir, fs::copy_options::recursive);
+    nlohmann::json cfg = nlohmann::json::parse(slurp(dir + "/adapter_config.json"));
+    cfg["a_future_option"] = 3;
+    std::ofstream(dir + "/adapter_config.json") << cfg.dump();
+    const Run r = peft("eval --model base/model.safetensors --adapter lora_extra --data t.tsv --eval_iters 1 "
+                       "--accuracy_examples 1 --threads 1");
+    CHECK(r.code == 0);
+    CHECK(r.err == "warning: lora_extra/adapter_config.json: LORA config: ignoring unknown key \"a_future_option\"\n");
 }
 
 TEST_CASE("cli: merging a prefix adapter exits 1 saying it cannot be merged") {

@@ -265,6 +265,27 @@ TEST_CASE("data: malformed task files name the file and the line") {
                          ValueError);
 }
 
+TEST_CASE("data: from_text gives what the file loaders give, with the same checks naming `name`") {
+    TempDir tmp;
+    const Tokenizer tok = Tokenizer::chars_of("add 0123456789=.\n");
+    const TaskDataset file(tmp.write("t.tsv", kTasks), tok, 0, 0.25);
+    const TaskDataset mem = TaskDataset::from_text(kTasks, "t.tsv", tok, 0, 0.25);
+    CHECK(mem.path() == "t.tsv");
+    REQUIRE(mem.size(Split::Train) == file.size(Split::Train));
+    for (int64_t i = 0; i < mem.size(Split::Train); i++)
+        CHECK(mem.examples(Split::Train)[size_t(i)].tokens == file.examples(Split::Train)[size_t(i)].tokens);
+    const std::string text = "the cat sat on the mat. ";
+    CHECK(TextDataset::from_text(text, "c.txt").tokens(Split::Train) == TextDataset(tmp.write("c.txt", text)).tokens(Split::Train));
+    CHECK(TextDataset::from_text("add 1 2 = 3.\n", "a.txt", &tok).tokenizer().vocab_size() == tok.vocab_size());
+    CHECK_THROWS_WITH_AS(TextDataset::from_text(text, "mem", &tok), doctest::Contains("dataset 'mem': tokenizer: character 't'"),
+                         ValueError);
+    CHECK_THROWS_WITH_AS(TextDataset::from_text("", "mem"), doctest::Contains("dataset 'mem' is empty"), FileError);
+    CHECK_THROWS_WITH_AS(TextDataset::from_text(std::string("ab\0", 3), "mem"), doctest::Contains("'mem' looks binary"), FileError);
+    CHECK_THROWS_WITH_AS(TaskDataset::from_text("caf\xe9\tx\n", "mem", tok), doctest::Contains("'mem' is not UTF-8"), FileError);
+    CHECK_THROWS_WITH_AS(TaskDataset::from_text("a\tb\tc\n", "mem", tok), doctest::Contains("'mem' line 1: more than one TAB"),
+                         FileError);
+}
+
 TEST_CASE("data: exact match compares the generated text, cut at a newline, with the answer") {
     TempDir tmp;
     TaskDataset ds(tmp.write("t.tsv", "a\t 1.\nb\t 22.\nc\t 3.\nd\t 4.\n"), Tokenizer::chars_of("abcd 1234."), 0, 0);

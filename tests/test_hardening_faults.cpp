@@ -27,17 +27,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Scratch {   // a fresh folder, removed with its contents at the end of the test
-    std::string path;
-    Scratch() {
-        char tmpl[] = "/tmp/peft_faults_XXXXXX";
-        REQUIRE(mkdtemp(tmpl) != nullptr);
-        path = tmpl;
-    }
-    ~Scratch() { std::error_code ec; fs::remove_all(path, ec); }
-    std::string operator/(const std::string& name) const { return path + "/" + name; }
-};
-
 // Names in `dir` that contain ".tmp." (atomic_write_file's temp files); removes them if asked.
 int temp_files(const std::string& dir, bool remove) {
     int n = 0;
@@ -173,7 +162,7 @@ std::string save_under_fsize_limit(rlim_t limit, const std::function<void()>& sa
 
 // ---- training set-up for the NaN and determinism tests
 
-std::string write_corpus(const Scratch& s) {
+std::string write_corpus(const TempDir& s) {
     std::string text;
     for (int i = 0; i < 200; i++) text += "the cat sat on the mat. the dog ran to the cat. ";
     std::ofstream(s / "c.txt") << text;
@@ -238,7 +227,7 @@ TEST_SUITE("hardening") {
 // ---- D1: crash during save
 
 TEST_CASE("hardening: kill-during-save: SIGKILL at random moments of save_checkpoint never leaves a torn checkpoint") {
-    Scratch s;
+    TempDir s;
     const Tokenizer tok = Tokenizer::bytes();
     Rng r1(1), r2(2);
     GPT a(big_config(), r1), b(big_config(), r2);
@@ -254,7 +243,7 @@ TEST_CASE("hardening: kill-during-save: SIGKILL at random moments of save_checkp
 }
 
 TEST_CASE("hardening: kill-during-save: SIGKILL at random moments of save_adapter never leaves a torn adapter folder") {
-    Scratch s;
+    TempDir s;
     Rng rng(3);
     GPT base(big_config(), rng);
     const json cfg = {{"peft_type", "LORA"}, {"r", 64}, {"target_modules", {"q_proj", "k_proj", "v_proj", "o_proj", "fc_in", "fc_out"}}};
@@ -274,7 +263,7 @@ TEST_CASE("hardening: kill-during-save: SIGKILL at random moments of save_adapte
 // ---- D2: disk full
 
 TEST_CASE("hardening: disk-full: a save past the file-size limit (EFBIG) is a FileError naming the path; the old file stays") {
-    Scratch s;
+    TempDir s;
     const Tokenizer tok = Tokenizer::bytes();
     Rng r1(4), r2(5);
     GPT a(big_config(), r1), b(big_config(), r2);
@@ -303,7 +292,7 @@ TEST_CASE("hardening: disk-full: a save onto a full tmpfs (ENOSPC) is a FileErro
         MESSAGE("skipped: mounting a tmpfs needs root");
         return;
     }
-    Scratch s;
+    TempDir s;
     const std::string mnt = s / "mnt";
     fs::create_directory(mnt);
     if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=1m") != 0) {
@@ -334,7 +323,7 @@ TEST_CASE("hardening: disk-full: a save onto a full tmpfs (ENOSPC) is a FileErro
 // ---- D7: NaN in the loss or in a gradient
 
 TEST_CASE("hardening: a NaN loss from a poisoned batch stops training at that step, naming the step") {
-    Scratch s;
+    TempDir s;
     TextDataset ds(write_corpus(s));
     Rng rng(7);
     GPT m(small_config(ds.tokenizer().vocab_size()), rng);
@@ -348,7 +337,7 @@ TEST_CASE("hardening: a NaN loss from a poisoned batch stops training at that st
 }
 
 TEST_CASE("hardening: a NaN in one gradient stops training at that step, naming the tensor; skipping keeps every weight") {
-    Scratch s;
+    TempDir s;
     TextDataset ds(write_corpus(s));
     Rng rng(8);
     GPT m(small_config(ds.tokenizer().vocab_size()), rng);
@@ -426,7 +415,7 @@ TEST_CASE("hardening: LayerNorm on constant rows and on huge or tiny magnitudes 
 // ---- E11-E13: reproducibility
 
 TEST_CASE("hardening: the same seed twice gives bitwise-identical losses and weights; another seed differs") {
-    Scratch s;
+    TempDir s;
     TextDataset ds(write_corpus(s));
     const std::vector<double> first = losses_of_run(ds, 11, 6), again = losses_of_run(ds, 11, 6), other = losses_of_run(ds, 12, 6);
     CHECK(first == again);
@@ -434,7 +423,7 @@ TEST_CASE("hardening: the same seed twice gives bitwise-identical losses and wei
 }
 
 TEST_CASE("hardening: 1 and 2 threads give bitwise-identical losses and weights") {
-    Scratch s;
+    TempDir s;
     TextDataset ds(write_corpus(s));
     const int threads = num_threads();
     set_num_threads(1);

@@ -219,7 +219,9 @@ TEST_CASE("ia3: bad config values and unknown targets are ValueErrors naming the
     bad({{"task_type", "SEQ_CLS"}}, "`task_type` = \"SEQ_CLS\" is not supported");
     bad({{"target_modules", {"key"}}, {"feedforward_modules", json::array()}},
         "Target modules [key] not found in the base model; its Linear modules are q_proj, k_proj");
+    CapturedWarnings warnings;   // an unknown key is a warning; init_ia3_weights is HF bookkeeping
     CHECK_NOTHROW(make_ia3(ia3_config({{"some_future_field", 1}, {"init_ia3_weights", true}}), *m, rng));
+    CHECK(warnings.all == std::vector<std::string>{"IA3 config: ignoring unknown key \"some_future_field\""});
 }
 
 // ---- adapter files

@@ -363,8 +363,10 @@ TEST_CASE("lora: bad config values are ValueErrors naming the field and the valu
     bad({{"peft_type", "IA3"}}, "`peft_type` is \"IA3\"");
     // every problem at once
     bad({{"r", 0}, {"bias", "all"}}, "passed is 0; `bias`");
-    // unknown keys and nulls are fine (forward compatibility, as HF)
+    // unknown keys and nulls are fine (forward compatibility, as HF); an unknown key is a warning
+    CapturedWarnings warnings;
     CHECK_NOTHROW(make_lora(lora_config({{"some_future_field", 1}, {"layers_to_transform", nullptr}}), *m, rng));
+    CHECK(warnings.all == std::vector<std::string>{"LORA config: ignoring unknown key \"some_future_field\""});
 }
 
 // ---- adapter files

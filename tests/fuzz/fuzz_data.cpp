@@ -1,8 +1,7 @@
 // tests/fuzz/fuzz_data.cpp — libFuzzer target: arbitrary bytes as a tokenizer description, as
-// text to encode, and as a task file. Only the project's Error types may come out.
-#include <unistd.h>
+// text to encode, and as a task file and a text corpus (parsed from memory, as the file loaders
+// parse what they read). Only the project's Error types may come out.
 #include <cstdint>
-#include <cstdio>
 #include <string>
 #include "data/dataset.h"
 
@@ -17,22 +16,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         tok.decode(tok.encode(bytes));
     } catch (const Error&) {
     }
-    static const std::string path = "/tmp/peft_fuzz_task_" + std::to_string(getpid()) + ".tsv";
-    if (FILE* f = std::fopen(path.c_str(), "wb")) {
-        std::fwrite(bytes.data(), 1, bytes.size(), f);
-        std::fclose(f);
-        try {
-            TaskDataset task(path, tok, 32);
-            Rng rng(1);
-            if (task.size(Split::Train) > 0) task.sample(Split::Train, 2, rng);
-        } catch (const Error&) {
-        }
-        try {
-            TextDataset text(path);
-            Rng rng(1);
-            text.sample(Split::Train, 1, 4, rng);
-        } catch (const Error&) {
-        }
+    try {
+        TaskDataset task = TaskDataset::from_text(bytes, "fuzz.tsv", tok, 32);
+        Rng rng(1);
+        if (task.size(Split::Train) > 0) task.sample(Split::Train, 2, rng);
+    } catch (const Error&) {
+    }
+    try {
+        TextDataset text = TextDataset::from_text(bytes, "fuzz.txt");
+        Rng rng(1);
+        text.sample(Split::Train, 1, 4, rng);
+    } catch (const Error&) {
     }
     return 0;
 }
