@@ -113,8 +113,6 @@ void mem_reset_peak() {
     s.total_peak = s.total_current;
 }
 
-void pool_release_cache() { malloc_trim(0); }
-
 static std::string mib(int64_t b) { return fmt::format("{:.2f} MiB", double(b) / (1024.0 * 1024.0)); }
 
 std::string mem_report(const MemStats& s) {

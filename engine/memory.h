@@ -58,5 +58,4 @@ struct MemStats {
 MemStats mem_stats();
 void mem_reset_peak();                 // peaks := current values
 std::string mem_report(const MemStats& s);   // "params 3.1 MiB, grads 0.29 MiB, ... (peak ...)"
-void pool_release_cache();             // hand freed memory back to the system (malloc_trim)
 int64_t peak_rss_bytes();              // the process's peak resident set (from /proc)
