@@ -10,11 +10,13 @@
 #include <unistd.h>
 #include <array>
 #include <chrono>
+#include <numeric>
 #include <cstdio>
 #include "common.h"
 #include "engine/blas.h"
 #include "engine/optim.h"
 #include "engine/parallel.h"
+#include "engine/profile.h"
 #include "method_flags.h"
 #include "peft/peft.h"
 
@@ -25,7 +27,7 @@ struct BenchFlags {
     MethodFlags method;
     GPTConfig model;
     int64_t batch = 8, steps = 10, warmup_steps = 2;
-    bool json_out = false, suite = false;
+    bool json_out = false, suite = false, profile = false;
 };
 
 // The machine's reference GEMM rate: the median of 5 square 2048 sgemms after one warm-up.
@@ -94,6 +96,26 @@ double flops_per_step(const GPT& m, const Method* method, int64_t B, int64_t T) 
     return f;
 }
 
+// `--profile`: the ops' forward and backward time per step, largest first (Note [Op profile]).
+std::string profile_table(const OpProfile& prof, double steps, double mean_ms) {
+    std::vector<std::pair<std::string, OpTime>> rows(prof.begin(), prof.end());
+    std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
+        return a.second.forward_ms + a.second.backward_ms > b.second.forward_ms + b.second.backward_ms;
+    });
+    std::string out = fmt::format("time by op, per step (mean of {:.0f} timed steps: {:.1f} ms)\n", steps, mean_ms);
+    out += fmt::format("  {:<22} {:>6} {:>12} {:>12} {:>10} {:>7}\n", "op", "calls", "forward ms", "backward ms", "total ms", "share");
+    double ops = 0;
+    for (const auto& [op, t] : rows) {
+        const double fw = t.forward_ms / steps, bw = t.backward_ms / steps;
+        ops += fw + bw;
+        out += fmt::format("  {:<22} {:>6} {:>12.2f} {:>12.2f} {:>10.2f} {:>6.1f}%\n", op, t.calls / int64_t(steps), fw, bw,
+                           fw + bw, 100 * (fw + bw) / mean_ms);
+    }
+    out += fmt::format("  {:<22} {:>6} {:>12} {:>12} {:>10.2f} {:>6.1f}%\n", "optimizer and rest", "", "", "",
+                       mean_ms - ops, 100 * (mean_ms - ops) / mean_ms);
+    return out;
+}
+
 void run_bench(BenchFlags& f, const CLI::App& cmd) {
     f.common.apply();
     if (f.suite) return run_suite(f);
@@ -121,15 +143,19 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
             tg[i] = int32_t(rng.below(uint64_t(f.model.vocab_size)));
         }
         Tensor I = Tensor::from_ints(ids, {B, T}), Tt = Tensor::from_ints(tg, {B, T});
+        if (f.profile && s == f.warmup_steps) profile_start();
         const auto t0 = std::chrono::steady_clock::now();
         opt.zero_grad();
         if (method) method->begin_forward();
+        profile_mark();
         Tensor loss = model.loss(I, Tt, true);
         loss.backward();
         opt.step(clip_coefficient(grad_norm(trainable), 1.0));
         const double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         if (s >= f.warmup_steps) ms.push_back(dt);
     }
+    const OpProfile prof = f.profile ? profile_stop() : OpProfile();
+    const double mean = ms.empty() ? 0 : std::accumulate(ms.begin(), ms.end(), 0.0) / double(ms.size());
     std::sort(ms.begin(), ms.end());
     const double med = ms.empty() ? 0 : ms[ms.size() / 2];
     const double flops = flops_per_step(model, method, B, T);
@@ -141,6 +167,7 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
     fmt::print("median {:.1f} ms/step over {} steps | {:.0f} tokens/s | {:.1f} GFLOP/s ({:.3g} GFLOP/step)\n", med, ms.size(),
                double(B * T) / (med / 1000), flops / (med / 1000) / 1e9, flops / 1e9);
     fmt::print("{}\n", memory_table(st));
+    if (f.profile) fmt::print("{}", profile_table(prof, double(ms.size()), mean));
     if (f.json_out) {
         nlohmann::json j = {{"method", f.method.method}, {"n_layer", f.model.n_layer}, {"n_head", f.model.n_head},
                             {"n_embd", f.model.n_embd}, {"block", f.model.block_size}, {"batch", B},
@@ -148,6 +175,11 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
                             {"all_params", n_all}, {"ms_per_step", med}, {"tokens_per_s", double(B * T) / (med / 1000)},
                             {"gflops", flops / (med / 1000) / 1e9}};
         j.update(memory_json(st));
+        if (f.profile)
+            for (const auto& [op, t] : prof)
+                j["profile_ms_per_step"][op] = {{"forward", t.forward_ms / double(ms.size())},
+                                                {"backward", t.backward_ms / double(ms.size())},
+                                                {"calls", t.calls / int64_t(ms.size())}};
         fmt::print("{}\n", j.dump());
     }
 }
@@ -170,6 +202,7 @@ void add_bench_command(CLI::App& app) {
     add_number(cmd, "--steps", f->steps, "timed steps", 1, 1 << 20)->capture_default_str();
     add_number(cmd, "--warmup_steps", f->warmup_steps, "untimed steps first", 0, 1 << 20)->capture_default_str();
     cmd->add_flag("--json", f->json_out, "print the results as one JSON object on the last line");
+    cmd->add_flag("--profile", f->profile, "also print the time of each op's forward and backward per step");
     cmd->add_flag("--suite", f->suite, "run the tiny, small and GPT-2-shape configs for full and LoRA; print one table");
     f->method.add(*cmd);
     cmd->callback([f, cmd]() { run_bench(*f, *cmd); });

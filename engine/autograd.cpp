@@ -1,7 +1,9 @@
 // engine/autograd.cpp — recording nodes, and running them backwards.
 #include "autograd.h"
+#include <chrono>
 #include <unordered_map>
 #include "check.h"
+#include "profile.h"
 
 static thread_local bool g_grad_enabled = true;
 bool GradMode::enabled() { return g_grad_enabled; }
@@ -10,6 +12,7 @@ void GradMode::set(bool on) { g_grad_enabled = on; }
 bool needs_grad(const Tensor& t) { return GradMode::enabled() && t.defined() && t.requires_grad(); }
 
 bool record(Tensor& y, const char* name, std::initializer_list<Tensor> inputs, BackwardFn fn) {
+    if (profile_on()) profile_forward(name);   // Note [Op profile]
     bool any = false;
     for (const Tensor& x : inputs) any = any || needs_grad(x);
     if (!any) return false;   // no trainable input upstream: no node (Note [Frozen tensors ...] 2)
@@ -101,7 +104,10 @@ void backward(const Tensor& loss) {
             impl->shape = n->out_shape;
             impl->storage = n->dy;
             Grads g(*n);
+            const auto t0 = profile_on() ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
             n->fn(Tensor(std::move(impl)), g);
+            if (profile_on())
+                profile_backward(n->name, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
         }
         n->fn = nullptr;   // frees the saved tensors now, not when the loss goes away
         n->dy.reset();     // and this node's output gradient

@@ -290,4 +290,25 @@ TEST_CASE("cli: pretrain, LoRA fine-tune, eval with the adapter, merge and forwa
     CHECK(fs::file_size(rt + "/logits.safetensors") > 4 * 4);
 }
 
+TEST_CASE("cli: bench --profile --json times a LoRA step and lists its ops, their sum within the step") {
+    const Run r = peft("bench --n_layer 1 --n_head 2 --n_embd 16 --block 16 --batch 2 --steps 2 --warmup_steps 1 "
+                       "--threads 1 --method lora --profile --json");
+    INFO("stderr: " << r.err);
+    REQUIRE(r.code == 0);
+    CHECK(r.out.find("time by op, per step") != std::string::npos);
+    std::string s = r.out;
+    while (!s.empty() && s.back() == '\n') s.pop_back();
+    const nlohmann::json j = nlohmann::json::parse(s.substr(s.find_last_of('\n') + 1));
+    const nlohmann::json& p = j["profile_ms_per_step"];
+    for (const char* op : {"lora_linear", "linear", "causal_attention", "linear_cross_entropy", "layernorm"}) {
+        CAPTURE(op);
+        CHECK(p.contains(op));
+    }
+    CHECK(p["lora_linear"]["calls"] == 2);   // the default targets, q_proj and v_proj, in one layer
+    double ops = 0;
+    for (const auto& [op, t] : p.items()) ops += t["forward"].get<double>() + t["backward"].get<double>();
+    CHECK(ops > 0);
+    CHECK(ops <= 2 * j["ms_per_step"].get<double>());   // a mean against a median: allow noise
+}
+
 }  // TEST_SUITE

@@ -1,0 +1,28 @@
+// engine/profile.h — time by op: where a training step's time goes (`peft bench --profile`).
+//
+// Note [Op profile]
+// While the profile is on, every op's forward is charged the wall time from the previous op's
+// record() call to its own (an op calls record() after its work), starting from the last
+// profile_mark(); every backward closure is timed on its own. So the forward times add up to
+// the whole forward, and work done between two ops (building position ids, say) is charged to
+// the op after it. Time outside forward and backward (the optimizer) is not an op's: callers
+// report it as the rest of the step. Off (the default), the cost is one branch per op.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+
+struct OpTime {
+    double forward_ms = 0, backward_ms = 0;
+    int64_t calls = 0;   // forwards recorded
+};
+using OpProfile = std::map<std::string, OpTime>;   // by op name, e.g. "linear"
+
+void profile_start();        // clear, turn on, and mark
+void profile_mark();         // the next op's forward time starts now: call before each forward
+OpProfile profile_stop();    // turn off; what was gathered since profile_start()
+
+// Called by autograd (engine/autograd.cpp) only.
+bool profile_on();
+void profile_forward(const char* op);
+void profile_backward(const char* op, double ms);
