@@ -33,10 +33,13 @@ void gemm_ld(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, c
     // count, each a single-threaded sgemm (gemm inside a parallel region runs on its thread):
     // on two threads they run side by side, on one one after the other, with the same bits.
     // Measured here: the tiny config's step 13 % faster; shapes of 6e8 FLOPs and more gained
-    // nothing, so they keep OpenBLAS's own threading.
+    // nothing, so they keep OpenBLAS's own threading. A gemm called from inside any parallel
+    // region, even a team of one thread (attention's heads with --threads 1), is never cut:
+    // testing omp_in_parallel() instead, which is false in a team of one, made each of those
+    // small per-head GEMMs two calls and a nested region, and --threads 1 attention 1.3-1.9x slower.
     constexpr double kSplitMax = 2e8;
     const int64_t half = (M / 2 + 15) / 16 * 16;
-    if (2.0 * double(M) * double(N) * double(K) < kSplitMax && M >= 64 && !omp_in_parallel()) {
+    if (2.0 * double(M) * double(N) * double(K) < kSplitMax && M >= 64 && omp_get_level() == 0) {
 #pragma omp parallel for schedule(static) num_threads(std::min(2, num_threads()))
         for (int h = 0; h < 2; h++) sgemm(h ? half : 0, h ? M : half);
         return;
