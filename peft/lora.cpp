@@ -88,9 +88,13 @@ Tensor lora_linear(const Tensor& x, const Tensor& W, const Tensor& b, const Tens
         if (!g.needs(0) && !g.needs(1)) return;
         Tensor du = Tensor::empty({rows, r});   // du (rows, r) = s · dy (rows,out) B (out,r)
         gemm(Trans::N, Trans::N, rows, r, out, s, dy.data(), Bs.data(), 0.f, du.data());
-        if (g.needs(1)) {   // dA (r, in) = duᵀ xd
-            GradBuf dA = g.buf(1);
-            gemm(Trans::T, Trans::N, r, in, rows, 1.f, du.data(), xds.data(), dA.beta, dA.p);
+        if (g.needs(1)) {   // dA (r, in) = duᵀ xd, computed as its transpose xdᵀ du (in, r): a GEMM
+            GradBuf dA = g.buf(1);   // with `in` rows is split over threads, one with r rows is not
+            Tensor dAt = Tensor::empty({in, r});
+            gemm(Trans::T, Trans::N, in, r, rows, 1.f, xds.data(), du.data(), 0.f, dAt.data());
+            const float* t = dAt.data();
+            for (int64_t k = 0; k < r; k++)
+                for (int64_t j = 0; j < in; j++) dA.acc(k * in + j, t[j * r + k]);
         }
         if (g.needs(0)) {   // dx (rows, in) = dy W  +  m ⊙ (du A)
             GradBuf dx = g.buf(0);
