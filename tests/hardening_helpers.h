@@ -1,6 +1,6 @@
-// tests/hardening_helpers.h — what the hardening tests on files share (test_hardening_adapters,
-// test_hardening_checkpoints, test_hardening_data): writing a file's bytes, a LoRA config, a
-// saved adapter folder, a tiny model config, and edits of a safetensors file's contents.
+// tests/hardening_helpers.h — what the hardening tests share (test_hardening_adapters,
+// _checkpoints, _data, _faults, _training): writing a file's bytes, a LoRA config, a saved
+// adapter folder, a tiny model config, and edits of a safetensors file.
 #pragma once
 #include <unistd.h>
 #include <fstream>

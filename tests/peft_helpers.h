@@ -37,15 +37,18 @@ inline std::vector<float> logits_of(GPT& m, const Tensor& ids = lesson_batch().i
     return m.forward(ids).to_vector();
 }
 
-// FNV-1a over the bytes of every base parameter: equal checksums = bit-for-bit equal weights.
-inline uint64_t base_checksum(const GPT& m) {
+// FNV-1a over the bytes of every tensor of a ParamList: equal checksums = bit-for-bit equal.
+inline uint64_t checksum(const ParamList& params) {
     uint64_t h = 1469598103934665603ull;
-    for (const Param& p : m.params.all()) {
+    for (const Param& p : params.all()) {
         const unsigned char* b = reinterpret_cast<const unsigned char*>(p.tensor.data());
         for (size_t i = 0; i < p.tensor.nbytes(); i++) h = (h ^ b[i]) * 1099511628211ull;
     }
     return h;
 }
+
+// The same over the base model's parameters.
+inline uint64_t base_checksum(const GPT& m) { return checksum(m.params); }
 
 // `steps` AdamW steps on the method's parameters; returns the losses.
 inline std::vector<float> train_method(GPT& m, Method& method, int steps, float lr = 1e-2f) {
