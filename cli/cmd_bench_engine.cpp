@@ -105,11 +105,11 @@ void run_bench(int repeats) {
     }
 
     const int64_t B = 8, H = 6, T = 256, D = 64;
-    Tensor q = Tensor::randn({B, H, T, D}, rng), k = Tensor::randn({B, H, T, D}, rng);
-    Tensor v = Tensor::randn({B, H, T, D}, rng);
+    Tensor q = Tensor::randn({B, T, H * D}, rng), k = Tensor::randn({B, T, H * D}, rng);
+    Tensor v = Tensor::randn({B, T, H * D}, rng);
     for (Tensor* t : {&q, &k, &v}) t->set_requires_grad(true);
     const float sc = 1.f / std::sqrt(float(D));
-    Times m = time_fwd_bwd(repeats, {q, k, v}, [&] { return causal_attention(q, k, v, 0, sc); });
+    Times m = time_fwd_bwd(repeats, {q, k, v}, [&] { return causal_attention(q, k, v, H, 0, sc); });
     // Dense count: 2 GEMMs forward (q kᵀ, A v) and 4 backward, each 2·T·T·D per head.
     const double flop = 6 * 2.0 * double(B * H) * double(T) * double(T) * double(D);
     const double ideal = flop / (sgemm_rate * 1e9);

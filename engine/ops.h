@@ -36,8 +36,6 @@ Tensor reshape(const Tensor& x, const Shape& s);           // same numel, shares
 // Along the sequence axis (dim 1) of (B, T, C) tensors: (B,T1,C),(B,T2,C) -> (B,T1+T2,C)
 Tensor concat_seq(const Tensor& a, const Tensor& b);
 Tensor slice_seq(const Tensor& x, int64_t start, int64_t len);   // (B,T,C) -> (B,len,C), rows start..start+len
-Tensor split_heads(const Tensor& x, int64_t H);            // (B,T,C) -> (B,H,T,C/H)
-Tensor merge_heads(const Tensor& x);                       // (B,H,T,D) -> (B,T,H·D)
 Tensor repeat_batch(const Tensor& x, int64_t B);           // (1,...) -> (B,...); backward sums over the batch
 // ids: int32 (B,T) in [0,V)  W: (V,C)  ->  (B,T,C); backward scatter-adds rows of dW.
 Tensor embedding(const Tensor& ids, const Tensor& W);
@@ -51,9 +49,11 @@ Tensor softmax(const Tensor& x);                           // over the last dim
 
 // ---- ops_attention.cpp
 // Causal self-attention, softmax(q kᵀ · scale + mask) v, for every (batch, head).
-// q: (B,H,T,D)   k, v: (B,H,P+T,D) where the first P = n_prefix rows are prefix keys/values.
-// Query i sees all P prefix rows and the keys P..P+i (itself and the past) -> (B,H,T,D).
-Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_prefix, float scale);
+// q: (B,T,C)   k, v: (B,P+T,C) where the first P = n_prefix rows are prefix keys/values; head h
+// is the columns [h·D, (h+1)·D) with D = C / n_head. Query i sees all P prefix rows and the keys
+// P..P+i (itself and the past) -> (B,T,C), heads side by side as in q.
+Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_head, int64_t n_prefix,
+                        float scale);
 
 // ---- ops_loss.cpp
 // Mean cross-entropy from logits via log-sum-exp. logits: (N, V) or (B,T,V); targets: int32

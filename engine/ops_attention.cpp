@@ -1,5 +1,8 @@
 // engine/ops_attention.cpp — causal self-attention with optional prefix keys, as batched GEMMs.
 //
+// q, k and v come as the projections give them, (B, T, C) with C = H·D: head h is the D columns
+// [h·D, (h+1)·D) of every row, and the GEMMs read it in place (a row stride of C), so heads are
+// never copied out into a (B, H, T, D) tensor and back; y is written the same way.
 // For every (batch, head), with q (T, D) and k, v (P+T, D), the first P rows being prefix keys:
 //     S = scale · q kᵀ   (T, P+T),   A = softmax(S + mask) row-wise,   y = A v   (T, D)
 // where the mask lets query i see all P prefix keys and the keys P..P+i (itself and the past).
@@ -60,19 +63,23 @@ static void masked_softmax_backward(const float* a, float* d, int64_t T, int64_t
     }
 }
 
-// q: (B,H,T,D)  k, v: (B,H,P+T,D)  ->  (B,H,T,D)
-Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_prefix, float scale) {
-    ENGINE_CHECK(q.ndim() == 4 && k.ndim() == 4 && k.shape() == v.shape() && n_prefix >= 0 && q.size(2) > 0 &&
-                     k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3) &&
-                     k.size(2) == n_prefix + q.size(2),
+// q: (B,T,C)  k, v: (B,P+T,C), C = n_head·D  ->  (B,T,C)
+Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_head, int64_t n_prefix,
+                        float scale) {
+    ENGINE_CHECK(q.ndim() == 3 && k.ndim() == 3 && k.shape() == v.shape() && n_prefix >= 0 && q.size(1) > 0 &&
+                     n_head >= 1 && q.size(2) % n_head == 0 && k.size(0) == q.size(0) && k.size(2) == q.size(2) &&
+                     k.size(1) == n_prefix + q.size(1),
                  ShapeError,
-                 "causal_attention: q {}, k {} and v {} with n_prefix {} do not match "
-                 "(need q (B,H,T,D) with T ≥ 1, and k, v (B,H,n_prefix+T,D))",
-                 q.shape().str(), k.shape().str(), v.shape().str(), n_prefix);
-    const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), P = n_prefix, Tk = P + T;   // Tk keys
+                 "causal_attention: q {}, k {} and v {} with n_head {} and n_prefix {} do not match (need q (B,T,C) "
+                 "with T ≥ 1 and C divisible by n_head, and k, v (B,n_prefix+T,C))",
+                 q.shape().str(), k.shape().str(), v.shape().str(), n_head, n_prefix);
+    const int64_t B = q.size(0), T = q.size(1), C = q.size(2), H = n_head, D = C / H, P = n_prefix, Tk = P + T;
     const int64_t last = (T - 1) / kRowBlock * kRowBlock;   // the start of the last block of rows
     const bool need_q = needs_grad(q), need_k = needs_grad(k), need_v = needs_grad(v);
     const bool any = need_q || need_k || need_v;
+    // Head h of batch b starts at column h·D of row b·T (q, y) or b·Tk (k, v); rows are C apart.
+    auto at_q = [=](int64_t bh) { return (bh / H) * T * C + (bh % H) * D; };
+    auto at_k = [=](int64_t bh) { return (bh / H) * Tk * C + (bh % H) * D; };
 
     // The probabilities A are kept for backward; without it each thread has one head's worth of scratch.
     const int64_t nt = std::min<int64_t>(num_threads(), B * H);
@@ -81,16 +88,16 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64
     float *yp = y.data(), *ap = A.data();
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t bh = 0; bh < B * H; bh++) {
-        const float *qb = qp + bh * T * D, *kb = kp + bh * Tk * D, *vb = vp + bh * Tk * D;
-        float *ab = ap + (any ? bh : omp_get_thread_num()) * T * Tk, *yb = yp + bh * T * D;
+        const float *qb = qp + at_q(bh), *kb = kp + at_k(bh), *vb = vp + at_k(bh);
+        float *ab = ap + (any ? bh : omp_get_thread_num()) * T * Tk, *yb = yp + at_q(bh);
         for (int64_t i0 = last; i0 >= 0; i0 -= kRowBlock) {   // S[i0:i1, 0:n] = scale · q[i0:i1] k[0:n]ᵀ
             const int64_t i1 = std::min(T, i0 + kRowBlock), n = P + i1;
-            gemm_ld(Trans::N, Trans::T, i1 - i0, n, D, scale, qb + i0 * D, D, kb, D, 0.f, ab + i0 * Tk, Tk);
+            gemm_ld(Trans::N, Trans::T, i1 - i0, n, D, scale, qb + i0 * C, C, kb, C, 0.f, ab + i0 * Tk, Tk);
         }
         masked_softmax(ab, T, P, Tk);
         for (int64_t i0 = last; i0 >= 0; i0 -= kRowBlock) {   // y[i0:i1] = A[i0:i1, 0:n] v[0:n]
             const int64_t i1 = std::min(T, i0 + kRowBlock), n = P + i1;
-            gemm_ld(Trans::N, Trans::N, i1 - i0, D, n, 1.f, ab + i0 * Tk, Tk, vb, D, 0.f, yb + i0 * D, D);
+            gemm_ld(Trans::N, Trans::N, i1 - i0, D, n, 1.f, ab + i0 * Tk, Tk, vb, C, 0.f, yb + i0 * C, C);
         }
     }
 
@@ -98,13 +105,14 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64
     Saved as = any ? save(A) : Saved(), qs = need_k ? save(q) : Saved(), ks = need_q ? save(k) : Saved();
     Saved vs = need_q || need_k ? save(v) : Saved();
     record(y, "causal_attention", {q, k, v},
-           [as, qs, ks, vs, B, H, T, D, P, Tk, last, scale](const Tensor& dy, Grads& g) {
+           [as, qs, ks, vs, B, H, T, C, P, Tk, last, scale, at_q, at_k](const Tensor& dy, Grads& g) {
         // forward: S = scale q kᵀ, A = softmax(S) per row (masked entries are constant 0), y = A v. So
         //   dv = Aᵀ dy,  dA = dy vᵀ,  dS = A ⊙ (dA − rowsum(dA ⊙ A))  (softmax backward, per row),
         //   dq = scale · dS k,  dk = scale · dSᵀ q.
         // Masked entries have A = 0, hence dS = 0: they pass no gradient. dk and dv rows [0, P+i1)
         // collect from every block of rows at or after them; blocks run last to first, so the first
         // one (which reaches all P+T keys) writes with the buffer's beta and later ones add.
+        const int64_t D = C / H;
         const bool need_q = g.needs(0), need_k = g.needs(1), need_v = g.needs(2);
         GradBuf dq = need_q ? g.buf(0) : GradBuf(), dk = need_k ? g.buf(1) : GradBuf();
         GradBuf dv = need_v ? g.buf(2) : GradBuf();
@@ -114,27 +122,27 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int64_t bh = 0; bh < B * H; bh++) {
             float* ds = dS.data() + omp_get_thread_num() * T * Tk;
-            const float *ab = ap + bh * T * Tk, *dyb = dyp + bh * T * D;
+            const float *ab = ap + bh * T * Tk, *dyb = dyp + at_q(bh);
             for (int64_t i0 = last; need_v && i0 >= 0; i0 -= kRowBlock) {   // dv[0:n] += A[i0:i1, 0:n]ᵀ dy[i0:i1]
                 const int64_t i1 = std::min(T, i0 + kRowBlock), n = P + i1;
-                gemm_ld(Trans::T, Trans::N, n, D, i1 - i0, 1.f, ab + i0 * Tk, Tk, dyb + i0 * D, D,
-                        i0 == last ? dv.beta : 1.f, dv.p + bh * Tk * D, D);
+                gemm_ld(Trans::T, Trans::N, n, D, i1 - i0, 1.f, ab + i0 * Tk, Tk, dyb + i0 * C, C,
+                        i0 == last ? dv.beta : 1.f, dv.p + at_k(bh), C);
             }
             if (!need_q && !need_k) continue;
-            const float* vb = vs.data() + bh * Tk * D;
+            const float* vb = vs.data() + at_k(bh);
             for (int64_t i0 = last; i0 >= 0; i0 -= kRowBlock) {   // dA[i0:i1, 0:n] = dy[i0:i1] v[0:n]ᵀ
                 const int64_t i1 = std::min(T, i0 + kRowBlock), n = P + i1;
-                gemm_ld(Trans::N, Trans::T, i1 - i0, n, D, 1.f, dyb + i0 * D, D, vb, D, 0.f, ds + i0 * Tk, Tk);
+                gemm_ld(Trans::N, Trans::T, i1 - i0, n, D, 1.f, dyb + i0 * C, C, vb, C, 0.f, ds + i0 * Tk, Tk);
             }
             masked_softmax_backward(ab, ds, T, P, Tk);
             for (int64_t i0 = last; i0 >= 0; i0 -= kRowBlock) {
                 const int64_t i1 = std::min(T, i0 + kRowBlock), n = P + i1;
                 if (need_q)   // dq[i0:i1] = scale · dS[i0:i1, 0:n] k[0:n]
-                    gemm_ld(Trans::N, Trans::N, i1 - i0, D, n, scale, ds + i0 * Tk, Tk, ks.data() + bh * Tk * D, D,
-                            dq.beta, dq.p + (bh * T + i0) * D, D);
+                    gemm_ld(Trans::N, Trans::N, i1 - i0, D, n, scale, ds + i0 * Tk, Tk, ks.data() + at_k(bh), C,
+                            dq.beta, dq.p + at_q(bh) + i0 * C, C);
                 if (need_k)   // dk[0:n] += scale · dS[i0:i1, 0:n]ᵀ q[i0:i1]
-                    gemm_ld(Trans::T, Trans::N, n, D, i1 - i0, scale, ds + i0 * Tk, Tk, qs.data() + (bh * T + i0) * D,
-                            D, i0 == last ? dk.beta : 1.f, dk.p + bh * Tk * D, D);
+                    gemm_ld(Trans::T, Trans::N, n, D, i1 - i0, scale, ds + i0 * Tk, Tk, qs.data() + at_q(bh) + i0 * C,
+                            C, i0 == last ? dk.beta : 1.f, dk.p + at_k(bh), C);
             }
         }
     });

@@ -1,5 +1,5 @@
 // engine/ops_shape.cpp — ops that move data without arithmetic (reshape, sequence concat and
-// slice, attention heads, batch repeat, embedding lookup) and the two full reductions.
+// slice, batch repeat, embedding lookup) and the two full reductions.
 // Every backward writes each input-gradient element from one thread (copies of rows of dy),
 // except the sums over many rows (repeat_batch, embedding, sum), which run in a fixed order.
 #include <algorithm>
@@ -78,54 +78,6 @@ Tensor slice_seq(const Tensor& x, int64_t start, int64_t len) {
             if (t >= start && t < start + len) acc_row(dx, r * C, d + ((r / T) * len + t - start) * C, C);
             else if (dx.beta == 0.f) std::fill(dx.p + r * C, dx.p + (r + 1) * C, 0.f);
         }
-    });
-    return y;
-}
-
-// Row q of a (B,H,T,D) tensor, q = (i·H + h)·T + t, lives in (B,T,H·D) at row (i, t), columns h·D ..
-static int64_t heads_offset(int64_t q, int64_t H, int64_t T, int64_t D) {
-    const int64_t i = q / (H * T), h = (q / T) % H, t = q % T;
-    return (i * T + t) * H * D + h * D;
-}
-
-// (B,T,C) -> (B,H,T,D), D = C/H: y[i,h,t,:] = x[i,t,h·D : (h+1)·D].
-Tensor split_heads(const Tensor& x, int64_t H) {
-    ENGINE_CHECK(x.ndim() == 3 && H >= 1 && x.size(2) % H == 0, ShapeError,
-                 "split_heads: x {} must be (B, T, C) with C divisible by H = {}", x.shape().str(), H);
-    const int64_t B = x.size(0), T = x.size(1), D = x.size(2) / H;
-    Tensor y = Tensor::empty({B, H, T, D});
-    const float* xp = x.data();
-    float* yp = y.data();
-#pragma omp parallel for schedule(static) if (B * T * H * D >= kParallelMin)
-    for (int64_t q = 0; q < B * H * T; q++) {
-        const float* src = xp + heads_offset(q, H, T, D);
-        std::copy(src, src + D, yp + q * D);
-    }
-    record(y, "split_heads", {x}, [B, H, T, D](const Tensor& dy, Grads& g) {
-        // forward: a permutation of x's elements, so dx is dy permuted back
-        const float* d = dy.data();
-        GradBuf dx = g.buf(0);
-#pragma omp parallel for schedule(static) if (B * T * H * D >= kParallelMin)
-        for (int64_t q = 0; q < B * H * T; q++) acc_row(dx, heads_offset(q, H, T, D), d + q * D, D);
-    });
-    return y;
-}
-
-// (B,H,T,D) -> (B,T,H·D): the inverse of split_heads.
-Tensor merge_heads(const Tensor& x) {
-    ENGINE_CHECK(x.ndim() == 4, ShapeError, "merge_heads: x {} must be (B, H, T, D)", x.shape().str());
-    const int64_t B = x.size(0), H = x.size(1), T = x.size(2), D = x.size(3);
-    Tensor y = Tensor::empty({B, T, H * D});
-    const float* xp = x.data();
-    float* yp = y.data();
-#pragma omp parallel for schedule(static) if (B * T * H * D >= kParallelMin)
-    for (int64_t q = 0; q < B * H * T; q++) std::copy(xp + q * D, xp + (q + 1) * D, yp + heads_offset(q, H, T, D));
-    record(y, "merge_heads", {x}, [B, H, T, D](const Tensor& dy, Grads& g) {
-        // forward: a permutation of x's elements, so dx is dy permuted back
-        const float* d = dy.data();
-        GradBuf dx = g.buf(0);
-#pragma omp parallel for schedule(static) if (B * T * H * D >= kParallelMin)
-        for (int64_t q = 0; q < B * H * T; q++) acc_row(dx, q * D, d + heads_offset(q, H, T, D), D);
     });
     return y;
 }

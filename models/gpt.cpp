@@ -112,24 +112,19 @@ std::vector<std::pair<std::string, Linear*>> GPT::linears() {
 // ---- forward
 
 // x: (B,T,C) -> (B,T,C). Multi-head causal self-attention; prefix rows (seam 3) in front of k, v.
+// Head h is columns h·D..(h+1)·D of q, k and v; attention reads the heads in place.
 Tensor GPT::attention(int64_t l, const Tensor& x, bool training) {
     Attention& a = h[size_t(l)].attn;
-    const int64_t B = x.size(0), T = x.size(1), H = config.n_head, D = config.n_embd / H;
-    Tensor q = split_heads(a.q_proj(x), H);   // (B,H,T,D)
-    Tensor k = split_heads(a.k_proj(x), H);
-    Tensor v = split_heads(a.v_proj(x), H);
+    const int64_t B = x.size(0), H = config.n_head, D = config.n_embd / H;
+    Tensor q = a.q_proj(x), k = a.k_proj(x), v = a.v_proj(x);   // (B,T,C)
     const int64_t P = hooks ? hooks->n_prefix() : 0;
-    if (P > 0) {   // k, v: (B,H,P,D) ++ (B,H,T,D) along the sequence axis
+    if (P > 0) {   // k, v: (B,P,C) ++ (B,T,C) along the sequence axis
         auto [pk, pv] = hooks->prefix_kv(l, B);
-        auto prepend = [&](const Tensor& pre, const Tensor& t) {
-            Tensor cat = concat_seq(reshape(pre, {B * H, P, D}), reshape(t, {B * H, T, D}));
-            return reshape(cat, {B, H, P + T, D});
-        };
-        k = prepend(pk, k);
-        v = prepend(pv, v);
+        k = concat_seq(pk, k);
+        v = concat_seq(pv, v);
     }
-    Tensor y = causal_attention(q, k, v, P, 1.0f / std::sqrt(float(D)));   // (B,H,T,D)
-    return dropout(a.o_proj(merge_heads(y)), config.dropout, training, dropout_rng);
+    Tensor y = causal_attention(q, k, v, H, P, 1.0f / std::sqrt(float(D)));   // (B,T,C)
+    return dropout(a.o_proj(y), config.dropout, training, dropout_rng);
 }
 
 // x: (B,T,C) -> (B,T,C). fc_in -> GELU -> fc_out.

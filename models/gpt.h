@@ -48,7 +48,7 @@ struct Hooks {
     // Prompt / P-tuning: P virtual-token embeddings (B,P,C) placed before the tokens.
     virtual int64_t n_virtual() const { return 0; }
     virtual Tensor virtual_tokens(int64_t /*B*/) { return Tensor(); }
-    // Prefix tuning: P extra keys and values (each (B,H,P,D)) in front of layer l's own.
+    // Prefix tuning: P extra keys and values (each (B,P,C), heads side by side) in front of layer l's own.
     virtual int64_t n_prefix() const { return 0; }
     virtual std::pair<Tensor, Tensor> prefix_kv(int64_t /*layer*/, int64_t /*B*/) { return {}; }
     // Adapters: the sub-layer output f (B,T,C) before the residual add; return f + g(f).

@@ -98,14 +98,14 @@ public:
 
     int64_t n_prefix() const override { return P_; }
 
-    // Layer l's prefix keys and values, each (B,H,P,D): slots 2l and 2l+1 of every row of the
-    // table, split into heads and repeated over the batch. Engine ops only, so the gradient
+    // Layer l's prefix keys and values, each (B,P,C) with the heads side by side as attention
+    // reads them: slots 2l and 2l+1 of every row of the table, repeated over the batch. Engine ops only, so the gradient
     // reaches E (and the projection). Layer 0 starts a new forward: the table is recomputed
     // there, once, and layers 1..L-1 reuse it (the projection runs once per forward).
     std::pair<Tensor, Tensor> prefix_kv(int64_t layer, int64_t B) override {
         if (layer == 0 || !table_.defined()) table_ = reshape(table(), {P_, 2 * L_, C_});
-        auto slot = [&](int64_t s) {   // (P, 2L, C) -> (P, 1, C) -> (1, P, C) -> (1,H,P,D) -> (B,H,P,D)
-            return repeat_batch(split_heads(reshape(slice_seq(table_, s, 1), {1, P_, C_}), H_), B);
+        auto slot = [&](int64_t s) {   // (P, 2L, C) -> (P, 1, C) -> (1, P, C) -> (B, P, C)
+            return repeat_batch(reshape(slice_seq(table_, s, 1), {1, P_, C_}), B);
         };
         return {slot(2 * layer), slot(2 * layer + 1)};
     }

@@ -6,35 +6,38 @@
 
 TEST_SUITE("ops") {
 
-// Plain loops in double with an explicit mask: query i sees key j iff j < P + i + 1.
-static std::vector<double> attention_reference(const Tensor& q, const Tensor& k, const Tensor& v, int64_t P,
-                                               double scale) {
-    const int64_t BH = q.size(0) * q.size(1), T = q.size(2), D = q.size(3), S = P + T;
+// Plain loops in double with an explicit mask: query i sees key j iff j < P + i + 1. Head h of
+// row (b, t) is the D numbers at (b·rows + t)·C + h·D, as the op reads them.
+static std::vector<double> attention_reference(const Tensor& q, const Tensor& k, const Tensor& v, int64_t H,
+                                               int64_t P, double scale) {
+    const int64_t B = q.size(0), T = q.size(1), C = q.size(2), D = C / H, S = P + T;
     std::vector<double> y(size_t(q.numel()), 0.0);
-    for (int64_t bh = 0; bh < BH; bh++)
-        for (int64_t i = 0; i < T; i++) {
-            std::vector<double> s(size_t(S), -INFINITY);
-            double m = -INFINITY, z = 0;
-            for (int64_t j = 0; j < S; j++) {
-                const bool visible = j < P + i + 1;
-                if (!visible) continue;
-                const float *qi = q.data() + (bh * T + i) * D, *kj = k.data() + (bh * S + j) * D;
-                double dot = 0;
-                for (int64_t d = 0; d < D; d++) dot += double(qi[d]) * kj[d];
-                s[size_t(j)] = dot * scale;
-                m = std::max(m, s[size_t(j)]);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t i = 0; i < T; i++) {
+                std::vector<double> s(size_t(S), -INFINITY);
+                double m = -INFINITY, z = 0;
+                for (int64_t j = 0; j < S; j++) {
+                    const bool visible = j < P + i + 1;
+                    if (!visible) continue;
+                    const float *qi = q.data() + (b * T + i) * C + h * D, *kj = k.data() + (b * S + j) * C + h * D;
+                    double dot = 0;
+                    for (int64_t d = 0; d < D; d++) dot += double(qi[d]) * kj[d];
+                    s[size_t(j)] = dot * scale;
+                    m = std::max(m, s[size_t(j)]);
+                }
+                for (int64_t j = 0; j < S; j++) z += std::exp(s[size_t(j)] - m);   // exp(-inf) = 0 for masked keys
+                for (int64_t j = 0; j < S; j++)
+                    for (int64_t d = 0; d < D; d++)
+                        y[size_t((b * T + i) * C + h * D + d)] +=
+                            std::exp(s[size_t(j)] - m) / z * v.data()[(b * S + j) * C + h * D + d];
             }
-            for (int64_t j = 0; j < S; j++) z += std::exp(s[size_t(j)] - m);   // exp(-inf) = 0 for masked keys
-            for (int64_t j = 0; j < S; j++)
-                for (int64_t d = 0; d < D; d++)
-                    y[size_t((bh * T + i) * D + d)] += std::exp(s[size_t(j)] - m) / z * v.data()[(bh * S + j) * D + d];
-        }
     return y;
 }
 
-struct Qkv { Tensor q, k, v; };
+struct Qkv { Tensor q, k, v; };   // (B,T,H·D) and (B,P+T,H·D)
 static Qkv random_qkv(Rng& rng, int64_t B, int64_t H, int64_t T, int64_t D, int64_t P, bool trainable = true) {
-    Qkv r{Tensor::randn({B, H, T, D}, rng), Tensor::randn({B, H, P + T, D}, rng), Tensor::randn({B, H, P + T, D}, rng)};
+    Qkv r{Tensor::randn({B, T, H * D}, rng), Tensor::randn({B, P + T, H * D}, rng), Tensor::randn({B, P + T, H * D}, rng)};
     for (Tensor* t : {&r.q, &r.k, &r.v}) t->set_requires_grad(trainable);
     return r;
 }
@@ -47,7 +50,7 @@ static void check_gradients(int64_t B, int64_t H, int64_t T, int64_t D, int64_t 
     opt.max_elems = max_elems;
     const float scale = 1.f / std::sqrt(float(D));
     gradcheck("causal_attention P=" + std::to_string(P),
-              [=](const std::vector<Tensor>& in) { return causal_attention(in[0], in[1], in[2], P, scale); },
+              [=](const std::vector<Tensor>& in) { return causal_attention(in[0], in[1], in[2], H, P, scale); },
               {a.q, a.k, a.v}, opt);
 }
 
@@ -66,9 +69,9 @@ TEST_CASE("ops: causal_attention gradcheck passes over several row blocks (T = 7
 TEST_CASE("ops: causal_attention gradients accumulate into existing buffers (over several row blocks)") {
     Rng rng(59);
     Qkv a = random_qkv(rng, 1, 2, 70, 4, 3);
-    Tensor R = Tensor::randn({1, 2, 70, 4}, rng);
+    Tensor R = Tensor::randn({1, 70, 8}, rng);
     check_gradients_accumulate({a.q, a.k, a.v},
-                               [&] { return projection_loss(causal_attention(a.q, a.k, a.v, 3, 0.5f), R); });
+                               [&] { return projection_loss(causal_attention(a.q, a.k, a.v, 2, 3, 0.5f), R); });
 }
 
 TEST_CASE("ops: causal_attention computes only the gradients of trainable inputs, and they are right") {
@@ -80,7 +83,7 @@ TEST_CASE("ops: causal_attention computes only the gradients of trainable inputs
         Tensor* t[] = {&a.q, &a.k, &a.v};
         t[which]->set_requires_grad(true);
         gradcheck("causal_attention one input", [](const std::vector<Tensor>& in) {
-            return causal_attention(in[0], in[1], in[2], 2, 0.5f);
+            return causal_attention(in[0], in[1], in[2], 2, 2, 0.5f);
         }, {a.q, a.k, a.v}, opt);
         for (int j = 0; j < 3; j++)
             if (j != which) CHECK_FALSE(t[j]->has_grad());
@@ -92,11 +95,11 @@ TEST_CASE("ops: causal_attention forward matches a naive masked reference, with 
     for (int64_t P : {0, 3}) {
         for (int64_t T : {1, 7, 130}) {   // 130: three row blocks, the last one short
             Qkv a = random_qkv(rng, 2, 3, T, 8, P);
-            const std::vector<double> want = attention_reference(a.q, a.k, a.v, P, 0.3);
+            const std::vector<double> want = attention_reference(a.q, a.k, a.v, 3, P, 0.3);
             std::string why;
-            CHECK_MESSAGE(allclose(causal_attention(a.q, a.k, a.v, P, 0.3f).to_vector(), want, 1e-4, 1e-5, &why), why);
+            CHECK_MESSAGE(allclose(causal_attention(a.q, a.k, a.v, 3, P, 0.3f).to_vector(), want, 1e-4, 1e-5, &why), why);
             NoGradGuard ng;
-            CHECK_MESSAGE(allclose(causal_attention(a.q, a.k, a.v, P, 0.3f).to_vector(), want, 1e-4, 1e-5, &why), why);
+            CHECK_MESSAGE(allclose(causal_attention(a.q, a.k, a.v, 3, P, 0.3f).to_vector(), want, 1e-4, 1e-5, &why), why);
         }
     }
 }
@@ -105,11 +108,11 @@ TEST_CASE("ops: a future key or value never changes earlier outputs; prefix rows
     Rng rng(56);
     const int64_t T = 80, P = 3, D = 4;
     Qkv a = random_qkv(rng, 1, 1, T, D, P, false);
-    const std::vector<float> y0 = causal_attention(a.q, a.k, a.v, P, 0.5f).to_vector();
+    const std::vector<float> y0 = causal_attention(a.q, a.k, a.v, 1, P, 0.5f).to_vector();
     for (int64_t j : {0, 5, 70}) {   // change key and value of sequence position j (row P + j of k and v)
         Tensor k2 = a.k.clone(), v2 = a.v.clone();
         for (int64_t d = 0; d < D; d++) { k2.data()[(P + j) * D + d] += 3.f; v2.data()[(P + j) * D + d] -= 2.f; }
-        const std::vector<float> y = causal_attention(a.q, k2, v2, P, 0.5f).to_vector();
+        const std::vector<float> y = causal_attention(a.q, k2, v2, 1, P, 0.5f).to_vector();
         for (int64_t i = 0; i < T; i++) {
             bool same = true;
             for (int64_t d = 0; d < D; d++) same = same && y[size_t(i * D + d)] == y0[size_t(i * D + d)];
@@ -120,7 +123,7 @@ TEST_CASE("ops: a future key or value never changes earlier outputs; prefix rows
     // a prefix row (row 1 of k and v) is seen by every query, the first one included
     Tensor k2 = a.k.clone(), v2 = a.v.clone();
     for (int64_t d = 0; d < D; d++) { k2.data()[1 * D + d] += 3.f; v2.data()[1 * D + d] -= 2.f; }
-    const std::vector<float> y = causal_attention(a.q, k2, v2, P, 0.5f).to_vector();
+    const std::vector<float> y = causal_attention(a.q, k2, v2, 1, P, 0.5f).to_vector();
     for (int64_t i = 0; i < T; i++) {
         bool same = true;
         for (int64_t d = 0; d < D; d++) same = same && y[size_t(i * D + d)] == y0[size_t(i * D + d)];
@@ -130,16 +133,18 @@ TEST_CASE("ops: a future key or value never changes earlier outputs; prefix rows
 
 TEST_CASE("ops: causal_attention rejects mismatched shapes, naming all of them") {
     Rng rng(57);
-    Tensor q = Tensor::randn({2, 3, 4, 8}, rng), k = Tensor::randn({2, 3, 6, 8}, rng);
-    CHECK_THROWS_WITH_AS(causal_attention(q, k, k, 0, 1.f),
-                         doctest::Contains("q [2, 3, 4, 8], k [2, 3, 6, 8] and v [2, 3, 6, 8] with n_prefix 0"),
+    Tensor q = Tensor::randn({2, 4, 24}, rng), k = Tensor::randn({2, 6, 24}, rng);
+    CHECK_THROWS_WITH_AS(causal_attention(q, k, k, 3, 0, 1.f),
+                         doctest::Contains("q [2, 4, 24], k [2, 6, 24] and v [2, 6, 24] with n_head 3 and n_prefix 0"),
                          ShapeError);
-    CHECK_NOTHROW(causal_attention(q, k, k, 2, 1.f));
-    CHECK_THROWS_AS(causal_attention(q, k, Tensor::randn({2, 3, 6, 7}, rng), 2, 1.f), ShapeError);   // v differs
-    CHECK_THROWS_AS(causal_attention(q, Tensor::randn({2, 2, 6, 8}, rng), Tensor::randn({2, 2, 6, 8}, rng), 2, 1.f),
-                    ShapeError);   // heads differ
-    CHECK_THROWS_AS(causal_attention(Tensor::randn({3, 4, 8}, rng), k, k, 2, 1.f), ShapeError);   // q is 3-d
-    CHECK_THROWS_AS(causal_attention(q, k, k, -2, 1.f), ShapeError);
+    CHECK_NOTHROW(causal_attention(q, k, k, 3, 2, 1.f));
+    CHECK_THROWS_AS(causal_attention(q, k, Tensor::randn({2, 6, 23}, rng), 3, 2, 1.f), ShapeError);   // v differs
+    CHECK_THROWS_AS(causal_attention(q, Tensor::randn({2, 6, 16}, rng), Tensor::randn({2, 6, 16}, rng), 3, 2, 1.f),
+                    ShapeError);   // widths differ
+    CHECK_THROWS_AS(causal_attention(q, k, k, 5, 2, 1.f), ShapeError);   // 24 is not divisible by 5 heads
+    CHECK_THROWS_AS(causal_attention(q, k, k, 0, 2, 1.f), ShapeError);
+    CHECK_THROWS_AS(causal_attention(Tensor::randn({3, 4, 8, 3}, rng), k, k, 3, 2, 1.f), ShapeError);   // q is 4-d
+    CHECK_THROWS_AS(causal_attention(q, k, k, 3, -2, 1.f), ShapeError);
 }
 
 // OpenBLAS splits a GEMM differently for another thread count (at these sizes the 1- and 2-thread
@@ -149,11 +154,11 @@ TEST_CASE("ops: causal_attention rejects mismatched shapes, naming all of them")
 TEST_CASE("ops: causal_attention is bitwise reproducible at a fixed thread count and close across counts") {
     Rng rng(58);
     Qkv a0 = random_qkv(rng, 1, 2, 200, 64, 3, false);   // GEMMs big enough for OpenBLAS to thread
-    Tensor R = Tensor::randn({1, 2, 200, 64}, rng);
+    Tensor R = Tensor::randn({1, 200, 128}, rng);
     auto run = [&] {
         Tensor q = a0.q.clone().set_requires_grad(true), k = a0.k.clone().set_requires_grad(true),
                v = a0.v.clone().set_requires_grad(true);
-        Tensor y = causal_attention(q, k, v, 3, 0.25f);
+        Tensor y = causal_attention(q, k, v, 2, 3, 0.25f);
         projection_loss(y, R).backward();
         return std::vector<std::vector<float>>{y.to_vector(), q.grad().to_vector(), k.grad().to_vector(),
                                                v.grad().to_vector()};

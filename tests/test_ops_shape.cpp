@@ -15,12 +15,10 @@ TEST_SUITE("ops") {
 
 TEST_CASE("ops: shape op gradcheck passes on random input") {
     Rng rng(30);
-    Tensor x = param({2, 5, 6}, rng), b = param({2, 3, 6}, rng), h = param({2, 3, 5, 4}, rng);
+    Tensor x = param({2, 5, 6}, rng), b = param({2, 3, 6}, rng);
     gradcheck("reshape", [](const std::vector<Tensor>& in) { return reshape(in[0], {10, 6}); }, {x});
     gradcheck("concat_seq", [](const std::vector<Tensor>& in) { return concat_seq(in[0], in[1]); }, {x, b});
     gradcheck("slice_seq", [](const std::vector<Tensor>& in) { return slice_seq(in[0], 1, 3); }, {x});
-    gradcheck("split_heads", [](const std::vector<Tensor>& in) { return split_heads(in[0], 3); }, {x});
-    gradcheck("merge_heads", [](const std::vector<Tensor>& in) { return merge_heads(in[0]); }, {h});
     Tensor p = param({1, 4, 3}, rng);
     gradcheck("repeat_batch", [](const std::vector<Tensor>& in) { return repeat_batch(in[0], 5); }, {p});
     gradcheck("sum", [](const std::vector<Tensor>& in) { return sum(in[0]); }, {x});
@@ -83,17 +81,6 @@ TEST_CASE("ops: concat_seq and slice_seq move exact values") {
     CHECK(slice_seq(y, 1, 0).shape() == Shape{2, 0, 3});
 }
 
-TEST_CASE("ops: split_heads then merge_heads gives back x exactly") {
-    Tensor x = iota({2, 3, 8});
-    Tensor h = split_heads(x, 4);
-    CHECK(h.shape() == Shape{2, 4, 3, 2});
-    // head 1 of batch 0: columns 2..3 of each of the 3 time steps
-    std::vector<float> hv = h.to_vector();
-    CHECK(std::vector<float>(hv.begin() + 6, hv.begin() + 12) == std::vector<float>{2, 3, 10, 11, 18, 19});
-    CHECK(merge_heads(h).to_vector() == x.to_vector());
-    CHECK(merge_heads(h).shape() == x.shape());
-}
-
 TEST_CASE("ops: reshape shares storage and repeat_batch copies x B times") {
     Tensor x = iota({2, 6});
     Tensor r = reshape(x, {3, 4});
@@ -126,10 +113,6 @@ TEST_CASE("ops: shape op errors name the op and the shapes") {
     CHECK_THROWS_WITH_AS(slice_seq(x, 3, 3), doctest::Contains("slice_seq: time steps [3, 6)"), ShapeError);
     CHECK_THROWS_WITH_AS(slice_seq(x, -1, 2), doctest::Contains("x [2, 5, 6] with T = 5"), ShapeError);
     CHECK_THROWS_WITH_AS(slice_seq(Tensor::zeros({5, 6}), 0, 1), doctest::Contains("slice_seq: x [5, 6]"), ShapeError);
-    CHECK_THROWS_WITH_AS(split_heads(x, 4), doctest::Contains("split_heads: x [2, 5, 6] must be (B, T, C) with C "
-                                                              "divisible by H = 4"), ShapeError);
-    CHECK_THROWS_AS(split_heads(x, 0), ShapeError);
-    CHECK_THROWS_WITH_AS(merge_heads(x), doctest::Contains("merge_heads: x [2, 5, 6]"), ShapeError);
     CHECK_THROWS_WITH_AS(repeat_batch(x, 3), doctest::Contains("repeat_batch: x [2, 5, 6]"), ShapeError);
     CHECK_THROWS_AS(repeat_batch(Tensor::zeros({1, 3}), 0), ValueError);
 }
@@ -137,9 +120,9 @@ TEST_CASE("ops: shape op errors name the op and the shapes") {
 TEST_CASE("ops: gradients accumulate into an input used by two shape ops") {
     Rng rng(33);
     Tensor x = param({2, 4, 3}, rng);
-    // [x[:, :2], heads split and merged back (x again)] along time: dx gets both contributions
+    // [x[:, :2], x reshaped and back] along time: dx gets both contributions
     gradcheck("slice+concat", [](const std::vector<Tensor>& in) {
-        return concat_seq(slice_seq(in[0], 0, 2), merge_heads(split_heads(in[0], 3)));
+        return concat_seq(slice_seq(in[0], 0, 2), reshape(reshape(in[0], {8, 3}), {2, 4, 3}));
     }, {x});
 }
 
@@ -159,7 +142,7 @@ TEST_CASE("ops: shape op backwards are bitwise equal on 1 and 2 threads") {
         for (auto& i : idv) i = int32_t(rng.below(V));
         Tensor W = param({V, C}, rng), prompt = param({1, 8, C}, rng);
         Tensor h = concat_seq(repeat_batch(prompt, B), embedding(Tensor::from_ints(idv, {B, T}), W));
-        h = merge_heads(split_heads(slice_seq(h, 4, T), 8));
+        h = slice_seq(h, 4, T);
         Tensor y = reshape(h, {B * T, C});
         Tensor L = add(projection_loss(y, Tensor::randn(y.shape(), rng)), mean(y));
         L.backward();

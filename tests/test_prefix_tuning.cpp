@@ -32,7 +32,7 @@ TEST_CASE("prefix: with P = 0 the model is exactly the base model") {
     CHECK(logits_of(*model, ids) == base);   // no prefix rows are asked for: the forward is the plain GPT's
 }
 
-TEST_CASE("prefix: layer l's keys and values are slots 2l and 2l+1 of each row of E, split into heads") {
+TEST_CASE("prefix: layer l's keys and values are slots 2l and 2l+1 of each row of E, for every sequence") {
     auto model = lesson_model();
     Rng rng(2);
     const int64_t P = 3, B = 2;
@@ -41,17 +41,16 @@ TEST_CASE("prefix: layer l's keys and values are slots 2l and 2l+1 of each row o
     REQUIRE(E.shape() == Shape{P, 2 * L * C});   // row p = [k_0 | v_0 | k_1 | v_1], each C = H·D wide
     for (int64_t l = 0; l < L; l++) {
         auto [k, v] = method->prefix_kv(l, B);
-        REQUIRE(k.shape() == Shape{B, H, P, D});
-        REQUIRE(v.shape() == Shape{B, H, P, D});
+        REQUIRE(k.shape() == Shape{B, P, C});   // heads side by side, as attention reads k and v
+        REQUIRE(v.shape() == Shape{B, P, C});
         int bad = 0;
         for (int64_t b = 0; b < B; b++)
-            for (int64_t hh = 0; hh < H; hh++)
-                for (int64_t p = 0; p < P; p++)
-                    for (int64_t d = 0; d < D; d++) {
-                        const int64_t i = ((b * H + hh) * P + p) * D + d, col = hh * D + d;
-                        bad += k.data()[i] != E.data()[p * 2 * L * C + (2 * l) * C + col];
-                        bad += v.data()[i] != E.data()[p * 2 * L * C + (2 * l + 1) * C + col];
-                    }
+            for (int64_t p = 0; p < P; p++)
+                for (int64_t col = 0; col < C; col++) {
+                    const int64_t i = (b * P + p) * C + col;
+                    bad += k.data()[i] != E.data()[p * 2 * L * C + (2 * l) * C + col];
+                    bad += v.data()[i] != E.data()[p * 2 * L * C + (2 * l + 1) * C + col];
+                }
         CHECK(bad == 0);
     }
 }
