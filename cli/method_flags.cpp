@@ -20,7 +20,7 @@ void MethodFlags::add(CLI::App& cmd) {
     g->add_option("--placement", placement, "adapters: houlsby | pfeiffer")->check(CLI::IsMember({"houlsby", "pfeiffer"}));
     add_number(g, "--bottleneck_size", bottleneck_size, "adapters: bottleneck width m", 1, 1 << 20);
     add_number(g, "--reduction_factor", reduction_factor, "adapters: m = n_embd / factor", 1, 1 << 20);
-    g->add_option("--non_linearity", non_linearity, "adapters: relu | gelu | silu")->check(CLI::IsMember({"relu", "gelu", "silu"}));
+    g->add_option("--non_linearity", non_linearity, "adapters: relu | gelu | silu (default: silu for houlsby, relu for pfeiffer)")->check(CLI::IsMember({"relu", "gelu", "silu"}));
     add_number(g, "--num_virtual_tokens", num_virtual_tokens, "prefix / prompt / P-tuning length P", 1, 1 << 16);
     g->add_flag("--prefix_projection", prefix_projection, "prefix tuning: train through an MLP reparametrisation");
     add_number(g, "--encoder_hidden_size", encoder_hidden_size, "prefix projection / P-tuning encoder width", 1, 1 << 20);
@@ -60,7 +60,7 @@ nlohmann::json MethodFlags::to_config(const CLI::App& cmd, const Tokenizer& tok)
     } else if (method == "adapter") {
         c["peft_type"] = "BOTTLENECK";
         set("--placement", "placement", placement);
-        set("--non_linearity", "non_linearity", non_linearity);
+        set_if_given("--non_linearity", "non_linearity", non_linearity);
         set("--reduction_factor", "reduction_factor", reduction_factor);
         set_if_given("--bottleneck_size", "bottleneck_size", bottleneck_size);
     } else {

@@ -14,7 +14,7 @@ struct MethodFlags {
     int r = 8; double lora_alpha = 16, lora_dropout = 0.05; bool use_rslora = false;
     std::vector<std::string> target_modules, feedforward_modules;
     // bottleneck adapters
-    std::string placement = "houlsby", non_linearity = "relu"; int bottleneck_size = 0, reduction_factor = 16;
+    std::string placement = "houlsby", non_linearity; int bottleneck_size = 0, reduction_factor = 16;
     // prompt learning
     int num_virtual_tokens = 8, encoder_hidden_size = 0, encoder_num_layers = 2;
     bool prefix_projection = false;

@@ -6,8 +6,9 @@
 //     x ← x + f + g(f),     g(f) = up(act(down(f)))
 //     down: Linear C → m with bias,   up: Linear m → C with bias,   m ≪ C (the bottleneck)
 // Placement "houlsby": after the attention sub-layer (o_proj) and after the MLP (fc_out);
-// "pfeiffer": after the MLP only. act: relu (default), gelu (tanh approximation, as the
-// model's MLP) or silu (Houlsby's swish; "swish" is accepted as AdapterHub's name for it).
+// "pfeiffer": after the MLP only. act: relu, gelu (tanh approximation, as the model's MLP) or
+// silu ("swish" is accepted as AdapterHub's name for it). When not given it is AdapterHub's
+// default for the placement: swish for Houlsby, relu for Pfeiffer.
 // m = bottleneck_size, or n_embd / reduction_factor (default 16) when it is not given.
 //
 // Init: down.weight ~ N(0, 0.02) (the model's own Linear init), down.bias = 0;
@@ -36,7 +37,7 @@ struct BottleneckConfig {
     std::string placement = "houlsby";    // "houlsby" (after attention and MLP) or "pfeiffer" (MLP only)
     int64_t bottleneck_size = 0;          // m, e.g. 8; 0 = not given: m = n_embd / reduction_factor
     double reduction_factor = 16;         // e.g. 16: with n_embd 128, m = 8
-    std::string non_linearity = "relu";   // "relu", "gelu" or "silu", e.g. "relu"
+    std::string non_linearity;            // "relu", "gelu" or "silu"; default: by placement
 
     int64_t size(int64_t C) const {   // m (capped so a tiny reduction_factor cannot overflow)
         return bottleneck_size > 0 ? bottleneck_size : int64_t(std::min(double(C) / reduction_factor, 1e12));
@@ -50,7 +51,7 @@ struct BottleneckConfig {
         c.placement = f.choice("placement", c.placement, {"houlsby", "pfeiffer"}, "\"houlsby\" or \"pfeiffer\"");
         c.bottleneck_size = f.integer("bottleneck_size", c.bottleneck_size, 1, kMaxSize);
         c.reduction_factor = f.positive_number("reduction_factor", c.reduction_factor);
-        c.non_linearity = f.choice("non_linearity", c.non_linearity, {"relu", "gelu", "silu", "swish"},
+        c.non_linearity = f.choice("non_linearity", c.houlsby() ? "silu" : "relu", {"relu", "gelu", "silu", "swish"},
                                    "one of relu, gelu, silu (or swish)");
         if (c.non_linearity == "swish") c.non_linearity = "silu";
         f.check(c.size(C) >= 1, fmt::format("the bottleneck size n_embd / `reduction_factor` = {} / {} rounds down to "

@@ -46,6 +46,16 @@ TEST_CASE("adapter: the bottleneck m is bottleneck_size, else n_embd / reduction
                                            "passed is \"tanh\""), ValueError);
 }
 
+TEST_CASE("adapter: without non_linearity, Houlsby uses swish (silu) and Pfeiffer relu, as AdapterHub's configs") {
+    auto model = lesson_model();
+    Rng rng(1);
+    auto act_of = [&](const json& cfg) { return make_method(cfg, *model, rng)->config_json()["non_linearity"]; };
+    CHECK(act_of({{"peft_type", "BOTTLENECK"}}) == "silu");   // placement houlsby is the default
+    CHECK(act_of({{"peft_type", "BOTTLENECK"}, {"placement", "pfeiffer"}}) == "relu");
+    CHECK(act_of({{"peft_type", "BOTTLENECK"}, {"placement", "pfeiffer"}, {"non_linearity", "swish"}}) == "silu");
+    CHECK(act_of({{"peft_type", "BOTTLENECK"}, {"non_linearity", "relu"}}) == "relu");   // given: as given
+}
+
 TEST_CASE("adapter: each non-linearity computes f + up(act(down(f))), and Pfeiffer skips attention") {
     for (const std::string act : {"relu", "gelu", "silu"}) {
         CAPTURE(act);
