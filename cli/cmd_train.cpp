@@ -119,14 +119,27 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
     fmt::print("model: {} parameters, vocabulary {} ({})\n", model->params.count(), tok.vocab_size(),
                tok.kind() == Tokenizer::Kind::Char ? "characters" : "bytes");
     fmt::print("{}\n", trainable_line(*model, method));
-    const std::string prompt = task ? task->examples(Split::Val).front().prompt : f.prompt;
     double acc_before = NAN, acc_after = NAN;
     if (task) {
         acc_before = greedy_exact_match(*model, *task, Split::Val, f.accuracy_examples);
         fmt::print("task accuracy before: {:.1f}% (exact match, {} validation examples)\n", 100 * acc_before,
                    std::min<int64_t>(f.accuracy_examples, task->size(Split::Val)));
     }
-    if (f.samples > 0) fmt::print("sample before: {}{}\n", prompt, sample_text(*model, tok, prompt, f.samples, f.common.seed));
+    // A task's sample is the greedy answer to a validation prompt, as many tokens as the expected
+    // one, shown beside it: what the exact-match accuracy counts. Text data gets a continuation
+    // sampled at temperature 0.8.
+    auto print_sample = [&](const char* when) {
+        if (f.samples <= 0) return;
+        if (!task)
+            return fmt::print("sample {}: {}{}\n", when, f.prompt, sample_text(*model, tok, f.prompt, f.samples, f.common.seed));
+        const TaskDataset::Example& ex = task->examples(Split::Val).front();
+        Rng rng(f.common.seed);
+        const std::vector<int32_t> ids = tok.encode(ex.prompt);
+        const std::vector<int32_t> out = model->generate(ids, int64_t(ex.tokens.size()) - ex.prompt_len, 0.f, 0, rng);
+        fmt::print("sample {} (greedy): {}{}   (expected{})\n", when, ex.prompt,
+                   tok.decode(std::vector<int32_t>(out.begin() + int64_t(ids.size()), out.end())), ex.answer);
+    };
+    print_sample("before");
 
     // ---- train, logging every step, checkpointing at every validation
     std::ofstream csv(f.out + "/log.csv", f.resume ? std::ios::app : std::ios::trunc);
@@ -178,7 +191,7 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
         acc_after = greedy_exact_match(*model, *task, Split::Val, f.accuracy_examples);
         fmt::print("task accuracy after: {:.1f}% (before: {:.1f}%)\n", 100 * acc_after, 100 * acc_before);
     }
-    if (f.samples > 0) fmt::print("sample after: {}{}\n", prompt, sample_text(*model, tok, prompt, f.samples, f.common.seed));
+    print_sample("after");
     const MemStats ms = mem_stats();
     fmt::print("{}\n", memory_table(ms));
     if (method) {
@@ -234,7 +247,7 @@ void add_train_command(CLI::App& app) {
     add_number(cmd, "--eval_every", f->train.eval_every, "validate and checkpoint every N steps", 0, 1 << 30)->capture_default_str();
     add_number(cmd, "--eval_iters", f->train.eval_iters, "validation batches", 1, 1 << 20)->capture_default_str();
     cmd->add_flag("--skip_nonfinite", f->train.skip_nonfinite, "skip a batch whose loss or gradient is NaN/Inf instead of stopping");
-    add_number(cmd, "--samples", f->samples, "characters to sample before and after", 0, 100000)->capture_default_str();
+    add_number(cmd, "--samples", f->samples, "characters to sample before and after (a task shows one greedy answer instead; 0: none)", 0, 100000)->capture_default_str();
     cmd->add_option("--prompt", f->prompt, "prompt for the samples (text data)");
     f->method.add(*cmd);
     cmd->callback([f, cmd]() { run_train(*f, *cmd); });
