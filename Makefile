@@ -49,8 +49,10 @@ compare: $(BUILD)/peft
 	$(pretrain_base)
 	./$(BUILD)/peft compare --base $(BASE_CKPT) --data $(TASK) --steps $(CMP_STEPS) --out $(RUNS)/compare
 
+# `make bench REFERENCE="python3 ref.py"` also runs a reference implementation of the same model
+# after each of ours (see `peft bench --help`, --reference) and adds its figures to the table.
 bench: $(BUILD)/peft
-	./$(BUILD)/peft bench --suite --threads 2
+	./$(BUILD)/peft bench --suite --threads 2 $(if $(REFERENCE),--reference '$(REFERENCE)')
 
 bench-engine: $(BUILD)/peft
 	./$(BUILD)/peft bench-engine --threads 2

@@ -28,6 +28,8 @@ struct BenchFlags {
     GPTConfig model;
     int64_t batch = 8, steps = 10, warmup_steps = 2;
     bool json_out = false, suite = false, profile = false;
+    std::string reference;   // --reference: a command that trains the same model in another framework
+    std::vector<std::string> configs{"tiny", "small", "gpt2"};   // --configs: the suite's model shapes
 };
 
 // The machine's reference GEMM rate: the median of 5 square 2048 sgemms after one warm-up.
@@ -45,8 +47,33 @@ double sgemm_gflops() {
     return 2.0 * double(n) * double(n) * double(n) / t[t.size() / 2] * 1e-9;
 }
 
+// Runs a shell command; returns the JSON object on the last line of its output that holds one
+// (a leading "JSON " is skipped), or throws naming the command.
+nlohmann::json run_json(const std::string& cmd) {
+    std::string out;
+    if (FILE* p = popen(cmd.c_str(), "r")) {
+        std::array<char, 4096> buf{};
+        while (fgets(buf.data(), int(buf.size()), p)) out += buf.data();
+        ENGINE_CHECK(pclose(p) == 0, Error, "this command failed: {}\n{}", cmd, out);
+    }
+    std::vector<std::string> lines;
+    for (size_t at = 0; at < out.size();) {
+        const size_t nl = std::min(out.find('\n', at), out.size());
+        lines.push_back(out.substr(at, nl - at));
+        at = nl + 1;
+    }
+    nlohmann::json j;
+    for (auto it = lines.rbegin(); it != lines.rend() && !j.is_object(); ++it)
+        j = nlohmann::json::parse(it->rfind("JSON ", 0) == 0 ? it->substr(5) : *it, nullptr, false);
+    ENGINE_CHECK(j.is_object(), Error, "this command printed no JSON line: {}\n{}", cmd, out);
+    return j;
+}
+
 // `--suite`: the three reference configs for full and LoRA (q, k, v as one fused c_attn would
-// be), each in its own process so each peak RSS is its own; one summary table.
+// be), each in its own process so each peak RSS is its own; one summary table. With
+// --reference, each of our runs is followed by the reference command with the same model,
+// batch, steps and threads (flags --method --layers --heads --embd --block --batch --vocab
+// --steps --threads --json; it prints ms_median and peak_rss_mib), and the table shows both.
 void run_suite(const BenchFlags& f) {
     struct Config { const char* name; int64_t L, H, C, T, B, V, steps; };
     const Config configs[] = {{"tiny", 4, 4, 128, 64, 16, 96, 20},
@@ -58,29 +85,40 @@ void run_suite(const BenchFlags& f) {
     ENGINE_CHECK(readlink("/proc/self/exe", exe.data(), exe.size() - 1) > 0, FileError, "cannot find the running program");
     const double rate = sgemm_gflops();
     fmt::print("sgemm 2048x2048x2048: {:.1f} GFLOP/s\n", rate);
-    std::string table = "| config (L,H,C,T,B,V) | method | trainable | ms/step | tokens/s | GFLOP/s | % of sgemm | grads MiB | optimizer MiB | saved act. MiB | peak RSS MiB |\n"
-                        "|---|---|---|---|---|---|---|---|---|---|---|\n";
+    const bool ref = !f.reference.empty();
+    std::string table = "| config (L,H,C,T,B,V) | method | trainable | ms/step | tokens/s | GFLOP/s | % of sgemm | grads MiB | optimizer MiB | saved act. MiB | peak RSS MiB |";
+    table += ref ? " reference ms/step | time ratio | reference peak RSS MiB | RSS ratio |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+                 : "\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+    const int threads = f.common.threads ? f.common.threads : num_threads();
     for (const Config& c : configs)
         for (auto& m : methods) {
+            if (std::find(f.configs.begin(), f.configs.end(), c.name) == f.configs.end()) continue;
             std::string cmd = fmt::format("'{}' bench --n_layer {} --n_head {} --n_embd {} --block {} --batch {} --vocab {} "
                                           "--steps {} --json {}{}",
                                           exe.data(), c.L, c.H, c.C, c.T, c.B, c.V, c.steps, m[1],
                                           f.common.threads ? fmt::format(" --threads {}", f.common.threads) : "");
             fmt::print("{}\n", cmd);
             std::fflush(stdout);
-            std::string out, last;
-            if (FILE* p = popen(cmd.c_str(), "r")) {
-                std::array<char, 4096> buf{};
-                while (fgets(buf.data(), int(buf.size()), p)) { out += buf.data(); last = buf.data(); }
-                ENGINE_CHECK(pclose(p) == 0, Error, "bench failed: {}", out);
-            }
-            nlohmann::json j = nlohmann::json::parse(last, nullptr, false);
-            ENGINE_CHECK(j.is_object(), Error, "bench printed no JSON: {}", out);
+            const nlohmann::json j = run_json(cmd);
             auto mb = [&](const char* k) { return double(j[k].get<int64_t>()) / 1048576.0; };
-            table += fmt::format("| {} ({},{},{},{},{},{}) | {} | {} | {:.1f} | {:.0f} | {:.1f} | {:.0f}% | {:.2f} | {:.2f} | {:.1f} | {:.0f} |\n",
+            table += fmt::format("| {} ({},{},{},{},{},{}) | {} | {} | {:.1f} | {:.0f} | {:.1f} | {:.0f}% | {:.2f} | {:.2f} | {:.1f} | {:.0f} |",
                                  c.name, c.L, c.H, c.C, c.T, c.B, c.V, m[0], j["trainable_params"].get<int64_t>(),
                                  j["ms_per_step"].get<double>(), j["tokens_per_s"].get<double>(), j["gflops"].get<double>(),
                                  100 * j["gflops"].get<double>() / rate, mb("peak_grads_bytes"), mb("peak_optimizer_bytes"), mb("peak_saved_bytes"), mb("peak_rss_bytes"));
+            if (ref) {
+                const std::string rcmd = fmt::format("{} --method {} --layers {} --heads {} --embd {} --block {} --batch {} "
+                                                     "--vocab {} --steps {} --threads {} --json",
+                                                     f.reference, m[0], c.L, c.H, c.C, c.T, c.B, c.V, c.steps, threads);
+                fmt::print("{}\n", rcmd);
+                std::fflush(stdout);
+                const nlohmann::json r = run_json(rcmd);
+                ENGINE_CHECK(r.contains("ms_median") && r.contains("peak_rss_mib"), Error,
+                             "the reference printed no ms_median and peak_rss_mib: {}", r.dump());
+                const double rms = r["ms_median"].get<double>(), rrss = r["peak_rss_mib"].get<double>();
+                table += fmt::format(" {:.1f} | {:.2f} | {:.0f} | {:.2f} |", rms, j["ms_per_step"].get<double>() / rms, rrss,
+                                     mb("peak_rss_bytes") / rrss);
+            }
+            table += "\n";
         }
     fmt::print("\n{}\nGFLOP/s counts 6·N·B·T per trained and 4·N·B·T per frozen weight matrix of N entries (no dW GEMM), "
                "plus 12·L·C·T²·B for attention (sgemm measured in this run: {:.1f} GFLOP/s)\n", table, rate);
@@ -203,6 +241,12 @@ void add_bench_command(CLI::App& app) {
     add_number(cmd, "--warmup_steps", f->warmup_steps, "untimed steps first", 0, 1 << 20)->capture_default_str();
     cmd->add_flag("--json", f->json_out, "print the results as one JSON object on the last line");
     cmd->add_flag("--profile", f->profile, "also print the time of each op's forward and backward per step");
+    cmd->add_option("--reference", f->reference,
+                    "with --suite: a command that trains the same model elsewhere (e.g. \"python3 ref.py\"), run after each of ours");
+    cmd->add_option("--configs", f->configs, "with --suite: which shapes, e.g. tiny,small")
+        ->delimiter(',')
+        ->check(CLI::IsMember({"tiny", "small", "gpt2"}))
+        ->capture_default_str();
     cmd->add_flag("--suite", f->suite, "run the tiny, small and GPT-2-shape configs for full and LoRA; print one table");
     f->method.add(*cmd);
     cmd->callback([f, cmd]() { run_bench(*f, *cmd); });
