@@ -27,7 +27,7 @@ struct BenchFlags {
     MethodFlags method;
     GPTConfig model;
     int64_t batch = 8, steps = 10, warmup_steps = 2;
-    bool json_out = false, suite = false, profile = false;
+    bool json_out = false, suite = false, profile = false, steps_given = false;
     std::string reference;   // --reference: a command that trains the same model in another framework
     std::vector<std::string> configs{"tiny", "small", "gpt2"};   // --configs: the suite's model shapes
 };
@@ -93,9 +93,10 @@ void run_suite(const BenchFlags& f) {
     for (const Config& c : configs)
         for (auto& m : methods) {
             if (std::find(f.configs.begin(), f.configs.end(), c.name) == f.configs.end()) continue;
+            const int64_t steps = f.steps_given ? f.steps : c.steps;   // --steps, else the shape's own
             std::string cmd = fmt::format("'{}' bench --n_layer {} --n_head {} --n_embd {} --block {} --batch {} --vocab {} "
                                           "--steps {} --json {}{}",
-                                          exe.data(), c.L, c.H, c.C, c.T, c.B, c.V, c.steps, m[1],
+                                          exe.data(), c.L, c.H, c.C, c.T, c.B, c.V, steps, m[1],
                                           f.common.threads ? fmt::format(" --threads {}", f.common.threads) : "");
             fmt::print("{}\n", cmd);
             std::fflush(stdout);
@@ -108,7 +109,7 @@ void run_suite(const BenchFlags& f) {
             if (ref) {
                 const std::string rcmd = fmt::format("{} --method {} --layers {} --heads {} --embd {} --block {} --batch {} "
                                                      "--vocab {} --steps {} --threads {} --json",
-                                                     f.reference, m[0], c.L, c.H, c.C, c.T, c.B, c.V, c.steps, threads);
+                                                     f.reference, m[0], c.L, c.H, c.C, c.T, c.B, c.V, steps, threads);
                 fmt::print("{}\n", rcmd);
                 std::fflush(stdout);
                 const nlohmann::json r = run_json(rcmd);
@@ -237,7 +238,8 @@ void add_bench_command(CLI::App& app) {
     add_number(cmd, "--vocab", f->model.vocab_size, "vocabulary size", 1, 1 << 24)->capture_default_str();
     add_number(cmd, "--dropout", f->model.dropout, "dropout probability", 0.0, 0.99);
     add_number(cmd, "--batch", f->batch, "sequences per step", 1, 1 << 16)->capture_default_str();
-    add_number(cmd, "--steps", f->steps, "timed steps", 1, 1 << 20)->capture_default_str();
+    add_number(cmd, "--steps", f->steps, "timed steps (with --suite, for every shape instead of 20 / 10 / 6)", 1, 1 << 20)
+        ->capture_default_str();
     add_number(cmd, "--warmup_steps", f->warmup_steps, "untimed steps first", 0, 1 << 20)->capture_default_str();
     cmd->add_flag("--json", f->json_out, "print the results as one JSON object on the last line");
     cmd->add_flag("--profile", f->profile, "also print the time of each op's forward and backward per step");
@@ -249,5 +251,8 @@ void add_bench_command(CLI::App& app) {
         ->capture_default_str();
     cmd->add_flag("--suite", f->suite, "run the tiny, small and GPT-2-shape configs for full and LoRA; print one table");
     f->method.add(*cmd);
-    cmd->callback([f, cmd]() { run_bench(*f, *cmd); });
+    cmd->callback([f, cmd]() {
+        f->steps_given = cmd->count("--steps") > 0;
+        run_bench(*f, *cmd);
+    });
 }

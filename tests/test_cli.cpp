@@ -314,16 +314,16 @@ TEST_CASE("cli: bench --profile --json times a LoRA step and lists its ops, thei
 TEST_CASE("cli: bench --suite --reference runs the other framework's command after each of ours; the table has both") {
     // The reference here is a stand-in that prints a fixed result; `#` makes the shell ignore the
     // model flags the suite appends.
-    const Run r = peft("bench --suite --configs tiny --threads 1 "
-                       "--reference \"echo 'JSON {\\\"ms_median\\\": 500.0, \\\"peak_rss_mib\\\": 1000}' #\"");
+    const Run r = peft("bench --suite --configs tiny --steps 2 --threads 1 "
+                       "--reference \"echo 'JSON {\\\"ms_median\\\": 1e6, \\\"peak_rss_mib\\\": 1000}' #\"");
     INFO("stdout: " << r.out << "\nstderr: " << r.err);
     REQUIRE(r.code == 0);
-    CHECK(r.out.find("--method full --layers 4 --heads 4 --embd 128 --block 64 --batch 16 --vocab 96 --steps 20 "
+    CHECK(r.out.find("--method full --layers 4 --heads 4 --embd 128 --block 64 --batch 16 --vocab 96 --steps 2 "
                      "--threads 1 --json") != std::string::npos);
     CHECK(r.out.find("| reference ms/step | time ratio | reference peak RSS MiB | RSS ratio |") != std::string::npos);
     CHECK(r.out.find("| tiny (4,4,128,64,16,96) | full | 813824 |") != std::string::npos);
     CHECK(r.out.find("| tiny (4,4,128,64,16,96) | lora | 24576 |") != std::string::npos);
-    CHECK(r.out.find(" 500.0 | 0.") != std::string::npos);   // our step takes well under 500 ms
+    CHECK(r.out.find(" 1000000.0 | 0.00 | 1000 | 0.") != std::string::npos);   // the stand-in takes 1000 s a step
     CHECK(r.out.find("small (") == std::string::npos);        // --configs tiny only
     expect_usage_error("bench --suite --configs tiny,huge", "--configs: huge not in {tiny,small,gpt2}");
 }
