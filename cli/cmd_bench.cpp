@@ -7,8 +7,6 @@
 // encoders) train. Attention adds 12·L·C·T²·B (QKᵀ and PV, forward and backward; the causal
 // half is counted in full, as PyTorch's reference figures do).
 #include <algorithm>
-#include <unistd.h>
-#include <array>
 #include <chrono>
 #include <numeric>
 #include <cstdio>
@@ -47,28 +45,6 @@ double sgemm_gflops() {
     return 2.0 * double(n) * double(n) * double(n) / t[t.size() / 2] * 1e-9;
 }
 
-// Runs a shell command; returns the JSON object on the last line of its output that holds one
-// (a leading "JSON " is skipped), or throws naming the command.
-nlohmann::json run_json(const std::string& cmd) {
-    std::string out;
-    if (FILE* p = popen(cmd.c_str(), "r")) {
-        std::array<char, 4096> buf{};
-        while (fgets(buf.data(), int(buf.size()), p)) out += buf.data();
-        ENGINE_CHECK(pclose(p) == 0, Error, "this command failed: {}\n{}", cmd, out);
-    }
-    std::vector<std::string> lines;
-    for (size_t at = 0; at < out.size();) {
-        const size_t nl = std::min(out.find('\n', at), out.size());
-        lines.push_back(out.substr(at, nl - at));
-        at = nl + 1;
-    }
-    nlohmann::json j;
-    for (auto it = lines.rbegin(); it != lines.rend() && !j.is_object(); ++it)
-        j = nlohmann::json::parse(it->rfind("JSON ", 0) == 0 ? it->substr(5) : *it, nullptr, false);
-    ENGINE_CHECK(j.is_object(), Error, "this command printed no JSON line: {}\n{}", cmd, out);
-    return j;
-}
-
 // `--suite`: the three reference configs for full and LoRA (q, k, v as one fused c_attn would
 // be), each in its own process so each peak RSS is its own; one summary table. With
 // --reference, each of our runs is followed by the reference command with the same model,
@@ -81,8 +57,7 @@ void run_suite(const BenchFlags& f) {
                               {"gpt2", 12, 12, 768, 128, 4, 50257, 6}};
     const char* methods[][2] = {{"full", "--method full"},
                                 {"lora", "--method lora --target_modules q_proj,k_proj,v_proj --lora_dropout 0"}};
-    std::array<char, 4096> exe{};
-    ENGINE_CHECK(readlink("/proc/self/exe", exe.data(), exe.size() - 1) > 0, FileError, "cannot find the running program");
+    const std::string exe = self_exe();
     const double rate = sgemm_gflops();
     fmt::print("sgemm 2048x2048x2048: {:.1f} GFLOP/s\n", rate);
     const bool ref = !f.reference.empty();
@@ -96,7 +71,7 @@ void run_suite(const BenchFlags& f) {
             const int64_t steps = f.steps_given ? f.steps : c.steps;   // --steps, else the shape's own
             std::string cmd = fmt::format("'{}' bench --n_layer {} --n_head {} --n_embd {} --block {} --batch {} --vocab {} "
                                           "--steps {} --json {}{}",
-                                          exe.data(), c.L, c.H, c.C, c.T, c.B, c.V, steps, m[1],
+                                          exe, c.L, c.H, c.C, c.T, c.B, c.V, steps, m[1],
                                           f.common.threads ? fmt::format(" --threads {}", f.common.threads) : "");
             fmt::print("{}\n", cmd);
             std::fflush(stdout);

@@ -6,8 +6,6 @@
 // the closed-form trainable count is shown beside the measured one as a check.
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <unistd.h>
-#include <array>
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -51,24 +49,6 @@ struct CompareFlags {
     double lr = 0;   // 0: each method's own (variants())
     bool json_out = false;
 };
-
-std::string self_exe() {
-    std::array<char, 4096> buf{};
-    ssize_t n = readlink("/proc/self/exe", buf.data(), buf.size() - 1);
-    ENGINE_CHECK(n > 0, FileError, "cannot find the running program (/proc/self/exe)");
-    return std::string(buf.data(), size_t(n));
-}
-
-// Runs a command, returns its last output line (the JSON); throws with its output on failure.
-std::string run_json(const std::string& cmd, const std::string& log_path) {
-    const std::string full = cmd + " > '" + log_path + "' 2>&1";
-    const int rc = std::system(full.c_str());
-    std::ifstream in(log_path);
-    std::string line, last;
-    while (std::getline(in, line)) if (!line.empty()) last = line;
-    if (rc != 0) throw Error(fmt::format("'{}' failed (see {}): {}", cmd, log_path, last));
-    return last;
-}
 
 std::vector<std::pair<double, double>> val_curve(const std::string& csv_path) {
     std::ifstream in(csv_path);
@@ -114,8 +94,7 @@ void run_compare(CompareFlags& f) {
         fmt::print("running {} ...\n", v.label);
         std::fflush(stdout);
         make_dirs(dir);
-        nlohmann::json j = nlohmann::json::parse(run_json(cmd, dir + "/output.txt"), nullptr, false);
-        ENGINE_CHECK(j.is_object(), Error, "{}: no JSON result (see {}/output.txt)", v.label, dir);
+        nlohmann::json j = run_json(cmd, dir + "/output.txt");
         j["label"] = v.label;
         rows.push_back(j);
         curves.push_back({v.label, val_curve(dir + "/log.csv")});

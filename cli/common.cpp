@@ -2,7 +2,9 @@
 #include "common.h"
 #include <algorithm>
 #include <climits>
+#include <array>
 #include <cstdio>
+#include <fstream>
 #include <cstdlib>
 #include <thread>
 #include <unistd.h>
@@ -156,3 +158,33 @@ nlohmann::json memory_json(const MemStats& s) {
 }
 
 bool stdout_is_terminal() { return isatty(STDOUT_FILENO) == 1; }
+
+std::string self_exe() {
+    std::array<char, 4096> buf{};
+    const ssize_t n = readlink("/proc/self/exe", buf.data(), buf.size() - 1);
+    ENGINE_CHECK(n > 0, FileError, "cannot find the running program (/proc/self/exe)");
+    return std::string(buf.data(), size_t(n));
+}
+
+nlohmann::json run_json(const std::string& cmd, const std::string& log_path) {
+    std::string out;
+    int rc = -1;
+    if (FILE* p = popen((cmd + " 2>&1").c_str(), "r")) {
+        std::array<char, 4096> buf{};
+        while (fgets(buf.data(), int(buf.size()), p)) out += buf.data();
+        rc = pclose(p);
+    }
+    if (!log_path.empty()) std::ofstream(log_path, std::ios::binary) << out;
+    const std::string where = log_path.empty() ? out : "see " + log_path;
+    ENGINE_CHECK(rc == 0, Error, "this command failed: {}\n{}", cmd, where);
+    nlohmann::json j;
+    for (size_t end = out.size(); end > 0 && !j.is_object();) {   // lines from the last one back
+        const size_t nl = out.rfind('\n', end - 1), start = nl == std::string::npos ? 0 : nl + 1;
+        std::string line = out.substr(start, end - start);
+        if (line.rfind("JSON ", 0) == 0) line = line.substr(5);
+        j = nlohmann::json::parse(line, nullptr, false);
+        end = nl == std::string::npos ? 0 : nl;
+    }
+    ENGINE_CHECK(j.is_object(), Error, "this command printed no JSON line: {}\n{}", cmd, where);
+    return j;
+}

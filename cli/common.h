@@ -63,3 +63,10 @@ std::string memory_table(const MemStats& s);
 // The same as JSON fields: peak_<category>_bytes, peak_total_bytes, peak_rss_bytes.
 nlohmann::json memory_json(const MemStats& s);
 bool stdout_is_terminal();
+
+// This program's path (/proc/self/exe), to run it again as a child process.
+std::string self_exe();
+// Runs a shell command, stdout and stderr together (also written to log_path when one is
+// given); returns the JSON object on the last output line that holds one, a leading "JSON "
+// skipped. Throws an Error naming the command when it fails or prints no JSON line.
+nlohmann::json run_json(const std::string& cmd, const std::string& log_path = "");
