@@ -1,6 +1,5 @@
 // engine/autograd.cpp — recording nodes, and running them backwards.
 #include "autograd.h"
-#include <chrono>
 #include <unordered_map>
 #include "check.h"
 #include "profile.h"
@@ -104,10 +103,9 @@ void backward(const Tensor& loss) {
             impl->shape = n->out_shape;
             impl->storage = n->dy;
             Grads g(*n);
-            const auto t0 = profile_on() ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
+            if (profile_on()) profile_mark();
             n->fn(Tensor(std::move(impl)), g);
-            if (profile_on())
-                profile_backward(n->name, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+            if (profile_on()) profile_backward(n->name);   // Note [Op profile]
         }
         n->fn = nullptr;   // frees the saved tensors now, not when the loss goes away
         n->dy.reset();     // and this node's output gradient

@@ -20,11 +20,17 @@ OpProfile profile_stop() {
     return std::move(g_profile);
 }
 
-void profile_forward(const char* op) {
+// The milliseconds since the last mark, and a new mark now.
+static double lap_ms() {
     const auto now = std::chrono::steady_clock::now();
-    OpTime& t = g_profile[op];
-    t.forward_ms += std::chrono::duration<double, std::milli>(now - g_last).count();
-    t.calls++;
+    const double ms = std::chrono::duration<double, std::milli>(now - g_last).count();
     g_last = now;
+    return ms;
 }
-void profile_backward(const char* op, double ms) { g_profile[op].backward_ms += ms; }
+
+void profile_forward(const char* op) {
+    OpTime& t = g_profile[op];
+    t.forward_ms += lap_ms();
+    t.calls++;
+}
+void profile_backward(const char* op) { g_profile[op].backward_ms += lap_ms(); }

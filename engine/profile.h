@@ -2,8 +2,9 @@
 //
 // Note [Op profile]
 // While the profile is on, every op's forward is charged the wall time from the previous op's
-// record() call to its own (an op calls record() after its work), starting from the last
-// profile_mark(); every backward closure is timed on its own. So the forward times add up to
+// record() call to its own (an op calls record() after its work), or from the last mark
+// (profile_mark(), which callers make before each forward); every backward closure is timed on
+// its own, from a mark just before it. So the forward times add up to
 // the whole forward, and work done between two ops (building position ids, say) is charged to
 // the op after it. Time outside forward and backward (the optimizer) is not an op's: callers
 // report it as the rest of the step. Off (the default), the cost is one branch per op.
@@ -22,7 +23,8 @@ void profile_start();        // clear, turn on, and mark
 void profile_mark();         // the next op's forward time starts now: call before each forward
 OpProfile profile_stop();    // turn off; what was gathered since profile_start()
 
-// Called by autograd (engine/autograd.cpp) only.
+// Called by autograd (engine/autograd.cpp) only: record() charges the time since the last mark
+// to op's forward; backward() marks before each closure and charges the time to op's backward.
 bool profile_on();
 void profile_forward(const char* op);
-void profile_backward(const char* op, double ms);
+void profile_backward(const char* op);
