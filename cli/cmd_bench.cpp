@@ -59,7 +59,8 @@ void run_suite(const BenchFlags& f) {
                                 {"lora", "--method lora --target_modules q_proj,k_proj,v_proj --lora_dropout 0"}};
     const std::string exe = self_exe();
     const double rate = sgemm_gflops();
-    fmt::print("sgemm 2048x2048x2048: {:.1f} GFLOP/s\n", rate);
+    fmt::print("sgemm 2048x2048x2048: {:.1f} GFLOP/s (OpenBLAS {} kernels{})\n", rate, blas_core(),
+               f.reference.empty() ? "" : ", the reference's too: it inherits OPENBLAS_CORETYPE");
     const bool ref = !f.reference.empty();
     std::string table = "| config (L,H,C,T,B,V) | method | trainable | ms/step | tokens/s | GFLOP/s | % of sgemm | grads MiB | optimizer MiB | saved act. MiB | peak RSS MiB |";
     table += ref ? " reference ms/step | time ratio | reference peak RSS MiB | RSS ratio |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
@@ -175,8 +176,9 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
     const double flops = flops_per_step(model, method, B, T);
     const MemStats st = mem_stats();
     const int64_t n_train = trainable.count(true), n_all = model.params.count() + (method ? method->params.count() : 0);
-    fmt::print("bench {} L={} H={} C={} T={} B={} V={} threads={}\n", f.method.method, f.model.n_layer, f.model.n_head,
-               f.model.n_embd, f.model.block_size, B, f.model.vocab_size, num_threads());
+    fmt::print("bench {} L={} H={} C={} T={} B={} V={} threads={} (OpenBLAS {} kernels)\n", f.method.method,
+               f.model.n_layer, f.model.n_head, f.model.n_embd, f.model.block_size, B, f.model.vocab_size, num_threads(),
+               blas_core());
     fmt::print("{}\n", trainable_line(model, method));
     fmt::print("median {:.1f} ms/step over {} steps | {:.0f} tokens/s | {:.1f} GFLOP/s ({:.3g} GFLOP/step)\n", med, ms.size(),
                double(B * T) / (med / 1000), flops / (med / 1000) / 1e9, flops / 1e9);
@@ -185,7 +187,8 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
     if (f.json_out) {
         nlohmann::json j = {{"method", f.method.method}, {"n_layer", f.model.n_layer}, {"n_head", f.model.n_head},
                             {"n_embd", f.model.n_embd}, {"block", f.model.block_size}, {"batch", B},
-                            {"vocab", f.model.vocab_size}, {"threads", num_threads()}, {"trainable_params", n_train},
+                            {"vocab", f.model.vocab_size}, {"threads", num_threads()}, {"blas_core", blas_core()},
+                            {"trainable_params", n_train},
                             {"all_params", n_all}, {"ms_per_step", med}, {"tokens_per_s", double(B * T) / (med / 1000)},
                             {"gflops", flops / (med / 1000) / 1e9}};
         j.update(memory_json(st));

@@ -4,8 +4,41 @@
 #include <omp.h>
 #include <algorithm>
 #include <limits>
+#include <cstdlib>
 #include "check.h"
 #include "parallel.h"
+
+extern "C" char* openblas_get_corename(void);
+
+// Note [OpenBLAS kernel on AVX-512 AMD CPUs]
+// OpenBLAS built with DYNAMIC_ARCH (Debian's) picks its kernels from the CPU model number when
+// the library loads. Releases older than its Zen 4 / Zen 5 support (0.3.21 in Debian 12) do not
+// know those AMD families and fall back to the AVX2 "Haswell" kernels, although the CPU runs
+// AVX-512 at full width: sgemm then reaches about half the machine's rate (measured here on a
+// Zen 5 EPYC, 2 threads, n = 2048: Haswell 188-199 GFLOP/s, SkylakeX 363-372). Newer OpenBLAS
+// treats these CPUs as their Intel AVX-512 counterparts, Cooperlake when bfloat16 is there and
+// SkylakeX otherwise; so do we, through OpenBLAS's own override, the OPENBLAS_CORETYPE
+// environment variable. It is read by the library's initialiser, which runs before any
+// constructor of ours, so it is set from .preinit_array, which the loader runs before the
+// initialisers of shared libraries. A user's own OPENBLAS_CORETYPE is never replaced, and the
+// variable is inherited by child processes, so a reference trainer run by `peft bench --suite
+// --reference` uses the same kernels. Under valgrind, which hides AVX-512 from CPUID, nothing
+// is set. blas_core() reports the kernels in use.
+static void choose_openblas_core() {
+    __builtin_cpu_init();   // needed this early, before any constructor has run
+    const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                        __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512vl");
+    if (__builtin_cpu_is("amd") && avx512)
+        setenv("OPENBLAS_CORETYPE", __builtin_cpu_supports("avx512bf16") ? "Cooperlake" : "SkylakeX", 0);
+}
+__attribute__((section(".preinit_array"), used)) static void (*const choose_openblas_core_at_load)() =
+    choose_openblas_core;
+// The C library rebuilds the environment after .preinit_array has run; setting the variable
+// again from an ordinary initialiser keeps it for getenv and for child processes.
+static const bool openblas_core_kept = (choose_openblas_core(), true);
+
+const char* blas_core() { return openblas_get_corename(); }
 
 void gemm_ld(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
              const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {

@@ -89,6 +89,13 @@ Workspace& ws() {
 
 Run peft(const std::string& args) { return run_in(ws().dir, args); }
 
+// The last line of stdout, as JSON (what --json prints).
+nlohmann::json last_json(const Run& r) {
+    std::string s = r.out;
+    while (!s.empty() && s.back() == '\n') s.pop_back();
+    return nlohmann::json::parse(s.substr(s.find_last_of('\n') + 1));
+}
+
 // Exit code 1 and exactly one line on stderr, "error: ..." containing `fragment`.
 void expect_error(const std::string& args, const std::string& fragment) {
     const Run r = peft(args);
@@ -264,12 +271,6 @@ TEST_CASE("cli: pretrain, LoRA fine-tune, eval with the adapter, merge and forwa
         CHECK(r.err.empty());
         return r;
     };
-    // the last line of stdout, as JSON
-    auto last_json = [](const Run& r) {
-        std::string s = r.out;
-        while (!s.empty() && s.back() == '\n') s.pop_back();
-        return nlohmann::json::parse(s.substr(s.find_last_of('\n') + 1));
-    };
     ok(std::string("train --data c.txt --out base --steps 3 ") + kTiny);
     CHECK(fs::exists(rt + "/base/model.safetensors"));
     const Run ft = ok(std::string("train --base base/model.safetensors --method lora --r 2 --data t.tsv --out lora --steps 3 --json ") + kQuick);
@@ -296,9 +297,7 @@ TEST_CASE("cli: bench --profile --json times a LoRA step and lists its ops, thei
     INFO("stderr: " << r.err);
     REQUIRE(r.code == 0);
     CHECK(r.out.find("time by op, per step") != std::string::npos);
-    std::string s = r.out;
-    while (!s.empty() && s.back() == '\n') s.pop_back();
-    const nlohmann::json j = nlohmann::json::parse(s.substr(s.find_last_of('\n') + 1));
+    const nlohmann::json j = last_json(r);
     const nlohmann::json& p = j["profile_ms_per_step"];
     for (const char* op : {"lora_linear", "linear", "causal_attention", "linear_cross_entropy", "layernorm"}) {
         CAPTURE(op);
@@ -309,6 +308,32 @@ TEST_CASE("cli: bench --profile --json times a LoRA step and lists its ops, thei
     for (const auto& [op, t] : p.items()) ops += t["forward"].get<double>() + t["backward"].get<double>();
     CHECK(ops > 0);
     CHECK(ops <= 2 * j["ms_per_step"].get<double>());   // a mean against a median: allow noise
+}
+
+// Note [OpenBLAS kernel on AVX-512 AMD CPUs] in engine/blas.cpp: with no OPENBLAS_CORETYPE,
+// an AMD CPU with AVX-512 gets OpenBLAS's AVX-512 kernels; a value the user set is kept.
+TEST_CASE("cli: bench reports the OpenBLAS kernels; AVX-512 ones on an AVX-512 AMD CPU unless OPENBLAS_CORETYPE says otherwise") {
+    const char* old = std::getenv("OPENBLAS_CORETYPE");
+    const std::string saved = old ? old : "";
+    auto core = [](const char* value) {
+        if (value) setenv("OPENBLAS_CORETYPE", value, 1);
+        else unsetenv("OPENBLAS_CORETYPE");
+        const Run r = peft("bench --n_layer 1 --n_head 2 --n_embd 16 --block 16 --batch 2 --steps 1 --warmup_steps 0 "
+                           "--threads 1 --json");
+        INFO("stderr: " << r.err);
+        REQUIRE(r.code == 0);
+        return last_json(r)["blas_core"].get<std::string>();
+    };
+    const std::string chosen = core(nullptr), kept = core("Haswell");
+    if (old) setenv("OPENBLAS_CORETYPE", saved.c_str(), 1);
+    else unsetenv("OPENBLAS_CORETYPE");
+    CHECK(kept == "Haswell");
+    __builtin_cpu_init();
+    const bool amd_avx512 = __builtin_cpu_is("amd") && __builtin_cpu_supports("avx512f") &&
+                            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512cd") &&
+                            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    if (amd_avx512) CHECK(chosen == (__builtin_cpu_supports("avx512bf16") ? "Cooperlake" : "SkylakeX"));
+    else CHECK(!chosen.empty());
 }
 
 TEST_CASE("cli: bench --suite --reference runs the other framework's command after each of ours; the table has both") {
