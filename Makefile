@@ -50,9 +50,10 @@ compare: $(BUILD)/peft
 	./$(BUILD)/peft compare --base $(BASE_CKPT) --data $(TASK) --steps $(CMP_STEPS) --out $(RUNS)/compare
 
 # `make bench REFERENCE="python3 ref.py"` also runs a reference implementation of the same model
-# after each of ours (see `peft bench --help`, --reference) and adds its figures to the table.
+# after each of ours (see `peft bench --help`, --reference) and adds its figures to the table;
+# REPEATS=3 runs every pair three times, alternating, and reports medians (--repeats).
 bench: $(BUILD)/peft
-	./$(BUILD)/peft bench --suite --threads 2 $(if $(REFERENCE),--reference '$(REFERENCE)')
+	./$(BUILD)/peft bench --suite --threads 2 $(if $(REFERENCE),--reference '$(REFERENCE)') $(if $(REPEATS),--repeats $(REPEATS))
 
 bench-engine: $(BUILD)/peft
 	./$(BUILD)/peft bench-engine --threads 2

@@ -25,6 +25,7 @@ struct BenchFlags {
     MethodFlags method;
     GPTConfig model;
     int64_t batch = 8, steps = 10, warmup_steps = 2;
+    int repeats = 1;   // --repeats: with --suite, runs of each config and method (alternating with --reference)
     bool json_out = false, suite = false, profile = false, steps_given = false;
     std::string reference;   // --reference: a command that trains the same model in another framework
     std::vector<std::string> configs{"tiny", "small", "gpt2"};   // --configs: the suite's model shapes
@@ -50,6 +51,9 @@ double sgemm_gflops() {
 // --reference, each of our runs is followed by the reference command with the same model,
 // batch, steps and threads (flags --method --layers --heads --embd --block --batch --vocab
 // --steps --threads --json; it prints ms_median and peak_rss_mib), and the table shows both.
+// With --repeats K the pair runs K times, alternating, and the table gives medians: of our
+// runs, of the reference's, and of the K ratios, each taken within one pair (so a machine that
+// drifts between pairs moves both sides of a ratio alike), with the ratios' range beside it.
 void run_suite(const BenchFlags& f) {
     struct Config { const char* name; int64_t L, H, C, T, B, V, steps; };
     const Config configs[] = {{"tiny", 4, 4, 128, 64, 16, 96, 20},
@@ -66,39 +70,62 @@ void run_suite(const BenchFlags& f) {
     table += ref ? " reference ms/step | time ratio | reference peak RSS MiB | RSS ratio |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
                  : "\n|---|---|---|---|---|---|---|---|---|---|---|\n";
     const int threads = f.common.threads ? f.common.threads : num_threads();
+    auto run = [](const std::string& cmd) {
+        fmt::print("{}\n", cmd);
+        std::fflush(stdout);
+        return run_json(cmd);
+    };
+    auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+    };
     for (const Config& c : configs)
         for (auto& m : methods) {
             if (std::find(f.configs.begin(), f.configs.end(), c.name) == f.configs.end()) continue;
             const int64_t steps = f.steps_given ? f.steps : c.steps;   // --steps, else the shape's own
-            std::string cmd = fmt::format("'{}' bench --n_layer {} --n_head {} --n_embd {} --block {} --batch {} --vocab {} "
-                                          "--steps {} --json {}{}",
-                                          exe, c.L, c.H, c.C, c.T, c.B, c.V, steps, m[1],
-                                          f.common.threads ? fmt::format(" --threads {}", f.common.threads) : "");
-            fmt::print("{}\n", cmd);
-            std::fflush(stdout);
-            const nlohmann::json j = run_json(cmd);
+            const std::string cmd = fmt::format("'{}' bench --n_layer {} --n_head {} --n_embd {} --block {} --batch {} "
+                                                "--vocab {} --steps {} --json {}{}",
+                                                exe, c.L, c.H, c.C, c.T, c.B, c.V, steps, m[1],
+                                                f.common.threads ? fmt::format(" --threads {}", f.common.threads) : "");
+            const std::string rcmd = fmt::format("{} --method {} --layers {} --heads {} --embd {} --block {} --batch {} "
+                                                 "--vocab {} --steps {} --threads {} --json",
+                                                 f.reference, m[0], c.L, c.H, c.C, c.T, c.B, c.V, steps, threads);
+            std::vector<nlohmann::json> ours;
+            std::vector<double> ref_ms, ref_rss, ratios;
+            for (int rep = 0; rep < f.repeats; rep++) {
+                ours.push_back(run(cmd));
+                if (!ref) continue;
+                const nlohmann::json r = run(rcmd);
+                ENGINE_CHECK(r.contains("ms_median") && r.contains("peak_rss_mib"), Error,
+                             "the reference printed no ms_median and peak_rss_mib: {}", r.dump());
+                ref_ms.push_back(r["ms_median"].get<double>());
+                ref_rss.push_back(r["peak_rss_mib"].get<double>());
+                ratios.push_back(ours.back()["ms_per_step"].get<double>() / ref_ms.back());
+            }
+            // our median run supplies the row; memory figures are the same in every run
+            std::sort(ours.begin(), ours.end(), [](const nlohmann::json& a, const nlohmann::json& b) {
+                return a["ms_per_step"].get<double>() < b["ms_per_step"].get<double>();
+            });
+            const nlohmann::json& j = ours[ours.size() / 2];
             auto mb = [&](const char* k) { return double(j[k].get<int64_t>()) / 1048576.0; };
             table += fmt::format("| {} ({},{},{},{},{},{}) | {} | {} | {:.1f} | {:.0f} | {:.1f} | {:.0f}% | {:.2f} | {:.2f} | {:.1f} | {:.0f} |",
                                  c.name, c.L, c.H, c.C, c.T, c.B, c.V, m[0], j["trainable_params"].get<int64_t>(),
                                  j["ms_per_step"].get<double>(), j["tokens_per_s"].get<double>(), j["gflops"].get<double>(),
                                  100 * j["gflops"].get<double>() / rate, mb("peak_grads_bytes"), mb("peak_optimizer_bytes"), mb("peak_saved_bytes"), mb("peak_rss_bytes"));
             if (ref) {
-                const std::string rcmd = fmt::format("{} --method {} --layers {} --heads {} --embd {} --block {} --batch {} "
-                                                     "--vocab {} --steps {} --threads {} --json",
-                                                     f.reference, m[0], c.L, c.H, c.C, c.T, c.B, c.V, steps, threads);
-                fmt::print("{}\n", rcmd);
-                std::fflush(stdout);
-                const nlohmann::json r = run_json(rcmd);
-                ENGINE_CHECK(r.contains("ms_median") && r.contains("peak_rss_mib"), Error,
-                             "the reference printed no ms_median and peak_rss_mib: {}", r.dump());
-                const double rms = r["ms_median"].get<double>(), rrss = r["peak_rss_mib"].get<double>();
-                table += fmt::format(" {:.1f} | {:.2f} | {:.0f} | {:.2f} |", rms, j["ms_per_step"].get<double>() / rms, rrss,
-                                     mb("peak_rss_bytes") / rrss);
+                const auto [lo, hi] = std::minmax_element(ratios.begin(), ratios.end());
+                const std::string range = ratios.size() > 1 ? fmt::format(" ({:.2f}–{:.2f})", *lo, *hi) : "";
+                table += fmt::format(" {:.1f} | {:.2f}{} | {:.0f} | {:.2f} |", median(ref_ms), median(ratios), range,
+                                     median(ref_rss), mb("peak_rss_bytes") / median(ref_rss));
             }
             table += "\n";
         }
     fmt::print("\n{}\nGFLOP/s counts 6·N·B·T per trained and 4·N·B·T per frozen weight matrix of N entries (no dW GEMM), "
-               "plus 12·L·C·T²·B for attention (sgemm measured in this run: {:.1f} GFLOP/s)\n", table, rate);
+               "plus 12·L·C·T²·B for attention (sgemm measured in this run: {:.1f} GFLOP/s){}\n", table, rate,
+               f.repeats > 1 ? fmt::format("; medians of {} runs{}", f.repeats,
+                                           ref ? ", ours and the reference's alternating; time ratio: median of the "
+                                                 "ratios within each pair, their range in brackets" : "")
+                             : "");
 }
 
 double flops_per_step(const GPT& m, const Method* method, int64_t B, int64_t T) {
@@ -221,13 +248,20 @@ void add_bench_command(CLI::App& app) {
     add_number(cmd, "--warmup_steps", f->warmup_steps, "untimed steps first", 0, 1 << 20)->capture_default_str();
     cmd->add_flag("--json", f->json_out, "print the results as one JSON object on the last line");
     cmd->add_flag("--profile", f->profile, "also print the time of each op's forward and backward per step");
+    CLI::Option* suite =
+        cmd->add_flag("--suite", f->suite, "run the tiny, small and GPT-2-shape configs for full and LoRA; print one table");
     cmd->add_option("--reference", f->reference,
-                    "with --suite: a command that trains the same model elsewhere (e.g. \"python3 ref.py\"), run after each of ours");
+                    "with --suite: a command that trains the same model elsewhere (e.g. \"python3 ref.py\"), run after each of ours")
+        ->needs(suite);
+    add_number(cmd, "--repeats", f->repeats, "with --suite: run each config and method this many times (alternating "
+               "with --reference) and report medians", 1, 1000)
+        ->capture_default_str()
+        ->needs(suite);
     cmd->add_option("--configs", f->configs, "with --suite: which shapes, e.g. tiny,small")
         ->delimiter(',')
         ->check(CLI::IsMember({"tiny", "small", "gpt2"}))
-        ->capture_default_str();
-    cmd->add_flag("--suite", f->suite, "run the tiny, small and GPT-2-shape configs for full and LoRA; print one table");
+        ->capture_default_str()
+        ->needs(suite);
     f->method.add(*cmd);
     cmd->callback([f, cmd]() {
         f->steps_given = cmd->count("--steps") > 0;
