@@ -51,7 +51,8 @@ double sgemm_gflops() {
 // --reference, each of our runs is followed by the reference command with the same model,
 // batch, steps and threads (flags --method --layers --heads --embd --block --batch --vocab
 // --steps --threads --json; it prints ms_median and peak_rss_mib), and the table shows both.
-// With --repeats K the pair runs K times, alternating, and the table gives medians: of our
+// With --repeats K the pair runs K times, alternating (every second time the reference goes
+// first), and the table gives medians: of our
 // runs, of the reference's, and of the K ratios, each taken within one pair (so a machine that
 // drifts between pairs moves both sides of a ratio alike), with the ratios' range beside it.
 void run_suite(const BenchFlags& f) {
@@ -93,9 +94,12 @@ void run_suite(const BenchFlags& f) {
             std::vector<nlohmann::json> ours;
             std::vector<double> ref_ms, ref_rss, ratios;
             for (int rep = 0; rep < f.repeats; rep++) {
+                // odd repeats run the reference first: neither side always follows the other's exit
+                const bool ref_first = ref && rep % 2 == 1;
+                nlohmann::json r = ref_first ? run(rcmd) : nlohmann::json();
                 ours.push_back(run(cmd));
                 if (!ref) continue;
-                const nlohmann::json r = run(rcmd);
+                if (!ref_first) r = run(rcmd);
                 ENGINE_CHECK(r.contains("ms_median") && r.contains("peak_rss_mib"), Error,
                              "the reference printed no ms_median and peak_rss_mib: {}", r.dump());
                 ref_ms.push_back(r["ms_median"].get<double>());
