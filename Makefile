@@ -51,9 +51,11 @@ compare: $(BUILD)/peft
 
 # `make bench REFERENCE="python3 ref.py"` also runs a reference implementation of the same model
 # after each of ours (see `peft bench --help`, --reference) and adds its figures to the table;
-# REPEATS=3 runs every pair three times, alternating, and reports medians (--repeats).
+# REPEATS=3 runs every pair three times, alternating, and reports medians (--repeats);
+# METHODS=full,lora,ia3,adapter,prefix,prompt picks the methods (--methods).
 bench: $(BUILD)/peft
-	./$(BUILD)/peft bench --suite --threads 2 $(if $(REFERENCE),--reference '$(REFERENCE)') $(if $(REPEATS),--repeats $(REPEATS))
+	./$(BUILD)/peft bench --suite --threads 2 $(if $(REFERENCE),--reference '$(REFERENCE)') $(if $(REPEATS),--repeats $(REPEATS)) \
+	  $(if $(METHODS),--methods $(METHODS))
 
 bench-engine: $(BUILD)/peft
 	./$(BUILD)/peft bench-engine --threads 2

@@ -29,6 +29,7 @@ struct BenchFlags {
     bool json_out = false, suite = false, profile = false, steps_given = false;
     std::string reference;   // --reference: a command that trains the same model in another framework
     std::vector<std::string> configs{"tiny", "small", "gpt2"};   // --configs: the suite's model shapes
+    std::vector<std::string> methods{"full", "lora"};            // --methods: the suite's methods
 };
 
 // The machine's reference GEMM rate: the median of 5 square 2048 sgemms after one warm-up.
@@ -47,7 +48,7 @@ double sgemm_gflops() {
 }
 
 // `--suite`: the three reference configs for full and LoRA (q, k, v as one fused c_attn would
-// be), each in its own process so each peak RSS is its own; one summary table. With
+// be), or the methods --methods names, each in its own process so each peak RSS is its own; one summary table. With
 // --reference, each of our runs is followed by the reference command with the same model,
 // batch, steps and threads (flags --method --layers --heads --embd --block --batch --vocab
 // --steps --threads --json; it prints ms_median and peak_rss_mib), and the table shows both.
@@ -60,8 +61,15 @@ void run_suite(const BenchFlags& f) {
     const Config configs[] = {{"tiny", 4, 4, 128, 64, 16, 96, 20},
                               {"small", 6, 6, 384, 256, 8, 96, 10},
                               {"gpt2", 12, 12, 768, 128, 4, 50257, 6}};
-    const char* methods[][2] = {{"full", "--method full"},
-                                {"lora", "--method lora --target_modules q_proj,k_proj,v_proj --lora_dropout 0"}};
+    // Each method as the reference defines it: LoRA r 8 on q, k and v; IA³ on k, v and the MLP's
+    // hidden activations; Houlsby adapters of width 32 with GELU; 16 virtual tokens.
+    const char* methods[][2] = {
+        {"full", "--method full"},
+        {"lora", "--method lora --target_modules q_proj,k_proj,v_proj --lora_dropout 0"},
+        {"ia3", "--method ia3 --target_modules k_proj,v_proj,fc_out --feedforward_modules fc_out"},
+        {"adapter", "--method adapter --placement houlsby --bottleneck_size 32 --non_linearity gelu"},
+        {"prefix", "--method prefix --num_virtual_tokens 16"},
+        {"prompt", "--method prompt --num_virtual_tokens 16"}};
     const std::string exe = self_exe();
     const double rate = sgemm_gflops();
     fmt::print("sgemm 2048x2048x2048: {:.1f} GFLOP/s (OpenBLAS {} kernels{})\n", rate, blas_core(),
@@ -82,7 +90,9 @@ void run_suite(const BenchFlags& f) {
     };
     for (const Config& c : configs)
         for (auto& m : methods) {
-            if (std::find(f.configs.begin(), f.configs.end(), c.name) == f.configs.end()) continue;
+            if (std::find(f.configs.begin(), f.configs.end(), c.name) == f.configs.end() ||
+                std::find(f.methods.begin(), f.methods.end(), m[0]) == f.methods.end())
+                continue;
             const int64_t steps = f.steps_given ? f.steps : c.steps;   // --steps, else the shape's own
             const std::string cmd = fmt::format("'{}' bench --n_layer {} --n_head {} --n_embd {} --block {} --batch {} "
                                                 "--vocab {} --steps {} --json {}{}",
@@ -166,7 +176,11 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
     f.common.apply();
     if (f.suite) return run_suite(f);
     Rng rng(f.common.seed);
-    GPT model(f.model, rng);
+    // --block counts real tokens, as the reference trainer's does: virtual tokens and prefix
+    // slots get positions of their own beyond it, so every method trains on B·T tokens a step.
+    GPTConfig config = f.model;
+    if (f.method.method != "full") config.block_size += f.method.to_config(cmd, Tokenizer::bytes()).value("num_virtual_tokens", 0);
+    GPT model(config, rng);
     PeftModel peft(model);
     Method* method = nullptr;
     if (f.method.method != "full") {
@@ -175,8 +189,7 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
         method->training = true;
     }
     ParamList& trainable = method ? method->params : model.params;
-    const int64_t B = f.batch, T = f.model.block_size - (model.hooks ? model.hooks->n_virtual() + model.hooks->n_prefix() : 0);
-    ENGINE_CHECK(T >= 1, ValueError, "--block {} leaves no room for tokens after the virtual tokens", f.model.block_size);
+    const int64_t B = f.batch, T = f.model.block_size;
     AdamWConfig oc;
     oc.lr = 1e-4f;
     AdamW opt(trainable, oc);
@@ -253,12 +266,17 @@ void add_bench_command(CLI::App& app) {
     cmd->add_flag("--json", f->json_out, "print the results as one JSON object on the last line");
     cmd->add_flag("--profile", f->profile, "also print the time of each op's forward and backward per step");
     CLI::Option* suite =
-        cmd->add_flag("--suite", f->suite, "run the tiny, small and GPT-2-shape configs for full and LoRA; print one table");
+        cmd->add_flag("--suite", f->suite, "run the tiny, small and GPT-2-shape configs for full and LoRA (or --methods); print one table");
     cmd->add_option("--reference", f->reference,
                     "with --suite: a command that trains the same model elsewhere (e.g. \"python3 ref.py\"), run after each of ours")
         ->needs(suite);
     add_number(cmd, "--repeats", f->repeats, "with --suite: run each config and method this many times (alternating "
                "with --reference) and report medians", 1, 1000)
+        ->capture_default_str()
+        ->needs(suite);
+    cmd->add_option("--methods", f->methods, "with --suite: which methods, e.g. full,lora,ia3,adapter,prefix,prompt")
+        ->delimiter(',')
+        ->check(CLI::IsMember({"full", "lora", "ia3", "adapter", "prefix", "prompt"}))
         ->capture_default_str()
         ->needs(suite);
     cmd->add_option("--configs", f->configs, "with --suite: which shapes, e.g. tiny,small")

@@ -336,6 +336,18 @@ TEST_CASE("cli: bench reports the OpenBLAS kernels; AVX-512 ones on an AVX-512 A
     else CHECK(!chosen.empty());
 }
 
+TEST_CASE("cli: bench trains B·T real tokens a step with every method; virtual tokens come on top of --block") {
+    for (const char* m : {"full", "prefix", "prompt", "ptuning"}) {
+        CAPTURE(m);
+        const Run r = peft(std::string("bench --n_layer 1 --n_head 2 --n_embd 16 --block 16 --batch 2 --steps 1 "
+                                       "--warmup_steps 0 --threads 1 --json --num_virtual_tokens 16 --method ") + m);
+        INFO("stderr: " << r.err);
+        REQUIRE(r.code == 0);
+        const nlohmann::json j = last_json(r);
+        CHECK(j["tokens_per_s"].get<double>() * j["ms_per_step"].get<double>() / 1000 == doctest::Approx(2 * 16));
+    }
+}
+
 TEST_CASE("cli: bench --suite --reference runs the other framework's command after each of ours; the table has both") {
     // The reference here is a stand-in that prints a fixed result; `#` makes the shell ignore the
     // model flags the suite appends.
