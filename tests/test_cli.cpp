@@ -366,23 +366,24 @@ TEST_CASE("cli: bench --suite --reference runs the other framework's command aft
 }
 
 TEST_CASE("cli: bench --suite --repeats alternates ours and the reference and reports medians and the ratios' range") {
-    // A stand-in reference whose n-th call takes n·1000 s a step and n·1000 MiB: with 3 repeats,
-    // full gets calls 1-3 (medians 2000 s, 2000 MiB) and LoRA calls 4-6 (5000 s, 5000 MiB).
+    // A stand-in reference whose n-th call takes n·1000 s a step and n·1000 MiB: with 3 repeats
+    // of LoRA alone, the medians are 2000 s and 2000 MiB.
     const std::string dir = ws().dir + "/repeats";
     fs::create_directories(dir);
     std::ofstream(dir + "/ref.sh") << "n=$(( $(cat calls 2>/dev/null || echo 0) + 1 )); echo $n > calls\n"
                                       "echo \"JSON {\\\"ms_median\\\": ${n}e6, \\\"peak_rss_mib\\\": ${n}000}\"\n";
-    const Run r = run_in(dir, "bench --suite --configs tiny --steps 1 --warmup_steps 0 --threads 1 --repeats 3 "
+    const Run r = run_in(dir, "bench --suite --configs tiny --methods lora --steps 1 --warmup_steps 0 --threads 1 --repeats 3 "
                               "--reference 'sh ref.sh'");
     INFO("stdout: " << r.out << "\nstderr: " << r.err);
     REQUIRE(r.code == 0);
-    CHECK(slurp(dir + "/calls") == "6\n");
+    CHECK(slurp(dir + "/calls") == "3\n");
     size_t ours = 0;
     for (size_t at = r.out.find("' bench --n_layer 4 "); at != std::string::npos; at = r.out.find("' bench --n_layer 4 ", at + 1))
         ours++;
-    CHECK(ours == 6);
+    CHECK(ours == 3);
+    CHECK(r.out.find("| tiny (4,4,128,64,16,96) | lora | 24576 |") != std::string::npos);
     CHECK(r.out.find(" 2000000.0 | 0.00 (0.00–0.00) | 2000 | 0.") != std::string::npos);
-    CHECK(r.out.find(" 5000000.0 | 0.00 (0.00–0.00) | 5000 | 0.") != std::string::npos);
+    CHECK(r.out.find("| full |") == std::string::npos);   // --methods lora only
     CHECK(r.out.find("medians of 3 runs, ours and the reference's alternating") != std::string::npos);
     expect_usage_error("bench --repeats 3", "--repeats requires --suite");
 }
