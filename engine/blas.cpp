@@ -12,8 +12,8 @@ extern "C" char* openblas_get_corename(void);
 
 // Note [OpenBLAS kernel on AVX-512 AMD CPUs]
 // OpenBLAS built with DYNAMIC_ARCH (Debian's) picks its kernels from the CPU model number when
-// the library loads. Releases older than its Zen 4 / Zen 5 support (0.3.21 in Debian 12) do not
-// know those AMD families and fall back to the AVX2 "Haswell" kernels, although the CPU runs
+// the library loads. A release older than the CPU (0.3.21 in Debian 12 on a Zen 5 EPYC) does not
+// know its AMD family and falls back to the AVX2 "Haswell" kernels, although the CPU runs
 // AVX-512 at full width: sgemm then reaches about half the machine's rate (measured here on a
 // Zen 5 EPYC, 2 threads, n = 2048: Haswell 188-199 GFLOP/s, SkylakeX 363-372). Newer OpenBLAS
 // treats these CPUs as their Intel AVX-512 counterparts, Cooperlake when bfloat16 is there and
