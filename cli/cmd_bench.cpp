@@ -158,14 +158,20 @@ std::string profile_table(const OpProfile& prof, double steps, double mean_ms) {
     std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
         return a.second.forward_ms + a.second.backward_ms > b.second.forward_ms + b.second.backward_ms;
     });
-    std::string out = fmt::format("time by op, per step (mean of {:.0f} timed steps: {:.1f} ms)\n", steps, mean_ms);
-    out += fmt::format("  {:<22} {:>6} {:>12} {:>12} {:>10} {:>7}\n", "op", "calls", "forward ms", "backward ms", "total ms", "share");
+    std::string out = fmt::format("time by op, per step (mean of {:.0f} timed steps: {:.1f} ms); GEMM GFLOP forward + "
+                                  "backward, and their rate over the op's whole time\n", steps, mean_ms);
+    out += fmt::format("  {:<22} {:>6} {:>12} {:>12} {:>10} {:>7} {:>15} {:>8}\n", "op", "calls", "forward ms", "backward ms",
+                       "total ms", "share", "GEMM GFLOP", "GFLOP/s");
     double ops = 0;
     for (const auto& [op, t] : rows) {
         const double fw = t.forward_ms / steps, bw = t.backward_ms / steps;
+        const double ff = t.forward_flop / steps * 1e-9, bf = t.backward_flop / steps * 1e-9;
         ops += fw + bw;
-        out += fmt::format("  {:<22} {:>6} {:>12.2f} {:>12.2f} {:>10.2f} {:>6.1f}%\n", op, t.calls / int64_t(steps), fw, bw,
-                           fw + bw, 100 * (fw + bw) / mean_ms);
+        const std::string gemm = ff + bf > 0 ? fmt::format(" {:>15} {:>8.1f}", fmt::format("{:.2f} + {:.2f}", ff, bf),
+                                                           (ff + bf) / ((fw + bw) / 1000))
+                                             : "";
+        out += fmt::format("  {:<22} {:>6} {:>12.2f} {:>12.2f} {:>10.2f} {:>6.1f}%{}\n", op, t.calls / int64_t(steps), fw,
+                           bw, fw + bw, 100 * (fw + bw) / mean_ms, gemm);
     }
     out += fmt::format("  {:<22} {:>6} {:>12} {:>12} {:>10.2f} {:>6.1f}%\n", "optimizer and rest", "", "", "",
                        mean_ms - ops, 100 * (mean_ms - ops) / mean_ms);
@@ -240,7 +246,9 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
             for (const auto& [op, t] : prof)
                 j["profile_ms_per_step"][op] = {{"forward", t.forward_ms / double(ms.size())},
                                                 {"backward", t.backward_ms / double(ms.size())},
-                                                {"calls", t.calls / int64_t(ms.size())}};
+                                                {"calls", t.calls / int64_t(ms.size())},
+                                                {"forward_gemm_gflop", t.forward_flop / double(ms.size()) * 1e-9},
+                                                {"backward_gemm_gflop", t.backward_flop / double(ms.size()) * 1e-9}};
         fmt::print("{}\n", j.dump());
     }
 }

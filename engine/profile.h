@@ -8,6 +8,9 @@
 // the whole forward, and work done between two ops (building position ids, say) is charged to
 // the op after it. Time outside forward and backward (the optimizer) is not an op's: callers
 // report it as the rest of the step. Off (the default), the cost is one branch per op.
+// The GEMMs' FLOPs (2·M·N·K each, counted by gemm itself) are charged the same way, so an
+// op's GEMM rate is its FLOPs over its time, and a frozen weight shows up as a backward with
+// half the FLOPs of a trained one: no dW GEMM.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -15,7 +18,8 @@
 
 struct OpTime {
     double forward_ms = 0, backward_ms = 0;
-    int64_t calls = 0;   // forwards recorded
+    double forward_flop = 0, backward_flop = 0;   // of the GEMMs the op ran
+    int64_t calls = 0;                            // forwards recorded
 };
 using OpProfile = std::map<std::string, OpTime>;   // by op name, e.g. "linear"
 
@@ -28,3 +32,5 @@ OpProfile profile_stop();    // turn off; what was gathered since profile_start(
 bool profile_on();
 void profile_forward(const char* op);
 void profile_backward(const char* op);
+// Called by gemm (engine/blas.cpp) only, also from inside parallel regions: a GEMM's FLOPs.
+void profile_gemm(double flop);

@@ -304,6 +304,8 @@ TEST_CASE("cli: bench --profile --json times a LoRA step and lists its ops, thei
         CHECK(p.contains(op));
     }
     CHECK(p["lora_linear"]["calls"] == 2);   // the default targets, q_proj and v_proj, in one layer
+    CHECK(p["linear"]["forward_gemm_gflop"].get<double>() > 0);
+    CHECK(p["layernorm"]["forward_gemm_gflop"].get<double>() == 0);
     double ops = 0;
     for (const auto& [op, t] : p.items()) ops += t["forward"].get<double>() + t["backward"].get<double>();
     CHECK(ops > 0);

@@ -47,4 +47,23 @@ TEST_CASE("profile: time between two ops goes to the second; a mark starts the c
     CHECK(p.at("tanh").forward_ms < 25);
 }
 
+TEST_CASE("profile: GEMM FLOPs are charged to the op that ran them; a frozen weight's backward has no dW GEMM") {
+    Rng rng(3);
+    const int64_t rows = 16, in = 8, out = 12;
+    Tensor R = Tensor::randn({rows, out}, rng);
+    for (bool frozen : {false, true}) {
+        CAPTURE(frozen);
+        Tensor x = param({rows, in}, rng), W = Tensor::randn({out, in}, rng);
+        W.set_requires_grad(!frozen);
+        profile_start();
+        Tensor loss = projection_loss(gelu(linear(x, W)), R);
+        loss.backward();
+        const OpProfile p = profile_stop();
+        const double gemm = 2.0 * rows * in * out;   // one GEMM of this linear
+        CHECK(p.at("linear").forward_flop == gemm);
+        CHECK(p.at("linear").backward_flop == (frozen ? 1 : 2) * gemm);   // dx, and dW only if W trains
+        CHECK(p.at("gelu").forward_flop == 0);
+    }
+}
+
 }  // TEST_SUITE
