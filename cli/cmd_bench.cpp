@@ -272,7 +272,7 @@ void add_bench_command(CLI::App& app) {
         ->capture_default_str();
     add_number(cmd, "--warmup_steps", f->warmup_steps, "untimed steps first", 0, 1 << 20)->capture_default_str();
     cmd->add_flag("--json", f->json_out, "print the results as one JSON object on the last line");
-    cmd->add_flag("--profile", f->profile, "also print the time of each op's forward and backward per step");
+    cmd->add_flag("--profile", f->profile, "also print the time and GEMM FLOPs of each op's forward and backward per step");
     CLI::Option* suite =
         cmd->add_flag("--suite", f->suite, "run the tiny, small and GPT-2-shape configs for full and LoRA (or --methods); print one table");
     cmd->add_option("--reference", f->reference,
