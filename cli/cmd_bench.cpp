@@ -75,9 +75,10 @@ void run_suite(const BenchFlags& f) {
     fmt::print("sgemm 2048x2048x2048: {:.1f} GFLOP/s (OpenBLAS {} kernels{})\n", rate, blas_core(),
                f.reference.empty() ? "" : ", the reference's too: it inherits OPENBLAS_CORETYPE");
     const bool ref = !f.reference.empty();
-    std::string table = "| config (L,H,C,T,B,V) | method | trainable | ms/step | tokens/s | GFLOP/s | % of sgemm | grads MiB | optimizer MiB | saved act. MiB | peak RSS MiB |";
-    table += ref ? " reference ms/step | time ratio | reference peak RSS MiB | RSS ratio |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-                 : "\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+    // "÷ full": a step's time over full fine-tuning's at the same shape (when --methods has full).
+    std::string table = "| config (L,H,C,T,B,V) | method | trainable | ms/step | ÷ full | tokens/s | GFLOP/s | % of sgemm | grads MiB | optimizer MiB | saved act. MiB | peak RSS MiB |";
+    table += ref ? " reference ms/step | time ratio | reference peak RSS MiB | RSS ratio |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+                 : "\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     const int threads = f.common.threads ? f.common.threads : num_threads();
     auto run = [](const std::string& cmd) {
         fmt::print("{}\n", cmd);
@@ -88,7 +89,8 @@ void run_suite(const BenchFlags& f) {
         std::sort(v.begin(), v.end());
         return v[v.size() / 2];
     };
-    for (const Config& c : configs)
+    for (const Config& c : configs) {
+        double full_ms = 0;   // this shape's full fine-tuning step, once it has run (full comes first)
         for (auto& m : methods) {
             if (std::find(f.configs.begin(), f.configs.end(), c.name) == f.configs.end() ||
                 std::find(f.methods.begin(), f.methods.end(), m[0]) == f.methods.end())
@@ -122,9 +124,12 @@ void run_suite(const BenchFlags& f) {
             });
             const nlohmann::json& j = ours[ours.size() / 2];
             auto mb = [&](const char* k) { return double(j[k].get<int64_t>()) / 1048576.0; };
-            table += fmt::format("| {} ({},{},{},{},{},{}) | {} | {} | {:.1f} | {:.0f} | {:.1f} | {:.0f}% | {:.2f} | {:.2f} | {:.1f} | {:.0f} |",
+            const double ms = j["ms_per_step"].get<double>();
+            if (std::string(m[0]) == "full") full_ms = ms;
+            const std::string vs_full = full_ms > 0 ? fmt::format("{:.2f}", ms / full_ms) : "–";
+            table += fmt::format("| {} ({},{},{},{},{},{}) | {} | {} | {:.1f} | {} | {:.0f} | {:.1f} | {:.0f}% | {:.2f} | {:.2f} | {:.1f} | {:.0f} |",
                                  c.name, c.L, c.H, c.C, c.T, c.B, c.V, m[0], j["trainable_params"].get<int64_t>(),
-                                 j["ms_per_step"].get<double>(), j["tokens_per_s"].get<double>(), j["gflops"].get<double>(),
+                                 ms, vs_full, j["tokens_per_s"].get<double>(), j["gflops"].get<double>(),
                                  100 * j["gflops"].get<double>() / rate, mb("peak_grads_bytes"), mb("peak_optimizer_bytes"), mb("peak_saved_bytes"), mb("peak_rss_bytes"));
             if (ref) {
                 const auto [lo, hi] = std::minmax_element(ratios.begin(), ratios.end());
@@ -134,8 +139,10 @@ void run_suite(const BenchFlags& f) {
             }
             table += "\n";
         }
+    }
     fmt::print("\n{}\nGFLOP/s counts 6·N·B·T per trained and 4·N·B·T per frozen weight matrix of N entries (no dW GEMM), "
-               "plus 12·L·C·T²·B for attention (sgemm measured in this run: {:.1f} GFLOP/s){}\n", table, rate,
+               "plus 12·L·C·T²·B for attention (sgemm measured in this run: {:.1f} GFLOP/s); ÷ full: ms/step over full "
+               "fine-tuning's at the same shape{}\n", table, rate,
                f.repeats > 1 ? fmt::format("; medians of {} runs{}", f.repeats,
                                            ref ? ", ours and the reference's alternating; time ratio: median of the "
                                                  "ratios within each pair, their range in brackets" : "")

@@ -350,6 +350,17 @@ TEST_CASE("cli: bench trains B·T real tokens a step with every method; virtual 
     }
 }
 
+// Column `col` (0 = config) of the Markdown table row of `out` that starts with `row`, e.g.
+// "| tiny (4,4,128,64,16,96) | lora |"; empty if there is no such row.
+std::string table_cell(const std::string& out, const std::string& row, int col) {
+    const size_t at = out.find(row);
+    if (at == std::string::npos) return "";
+    std::stringstream line(out.substr(at + 1, out.find('\n', at) - at - 1));
+    std::string cell;
+    for (int i = 0; i <= col && std::getline(line, cell, '|'); i++) {}
+    return cell.substr(cell.find_first_not_of(' '), cell.find_last_not_of(' ') - cell.find_first_not_of(' ') + 1);
+}
+
 TEST_CASE("cli: bench --suite --reference runs the other framework's command after each of ours; the table has both") {
     // The reference here is a stand-in that prints a fixed result; `#` makes the shell ignore the
     // model flags the suite appends.
@@ -363,6 +374,11 @@ TEST_CASE("cli: bench --suite --reference runs the other framework's command aft
     CHECK(r.out.find("| tiny (4,4,128,64,16,96) | full | 813824 |") != std::string::npos);
     CHECK(r.out.find("| tiny (4,4,128,64,16,96) | lora | 24576 |") != std::string::npos);
     CHECK(r.out.find(" 1000000.0 | 0.00 | 1000 | 0.") != std::string::npos);   // the stand-in takes 1000 s a step
+    // ÷ full: each step's time over full fine-tuning's at the same shape
+    const std::string full = "| tiny (4,4,128,64,16,96) | full |", lora = "| tiny (4,4,128,64,16,96) | lora |";
+    CHECK(table_cell(r.out, full, 4) == "1.00");
+    CHECK(std::stod(table_cell(r.out, lora, 4)) ==
+          doctest::Approx(std::stod(table_cell(r.out, lora, 3)) / std::stod(table_cell(r.out, full, 3))).epsilon(0.01));
     CHECK(r.out.find("small (") == std::string::npos);        // --configs tiny only
     expect_usage_error("bench --suite --configs tiny,huge", "--configs: huge not in {tiny,small,gpt2}");
 }
@@ -386,6 +402,7 @@ TEST_CASE("cli: bench --suite --repeats alternates ours and the reference and re
     CHECK(r.out.find("| tiny (4,4,128,64,16,96) | lora | 24576 |") != std::string::npos);
     CHECK(r.out.find(" 2000000.0 | 0.00 (0.00–0.00) | 2000 | 0.") != std::string::npos);
     CHECK(r.out.find("| full |") == std::string::npos);   // --methods lora only
+    CHECK(table_cell(r.out, "| tiny (4,4,128,64,16,96) | lora |", 4) == "–");   // no full step to divide by
     CHECK(r.out.find("medians of 3 runs, ours and the reference's alternating") != std::string::npos);
     expect_usage_error("bench --repeats 3", "--repeats requires --suite");
 }
