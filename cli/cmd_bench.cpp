@@ -20,6 +20,29 @@
 
 namespace {
 
+// The suite's model shapes (--configs) and methods (--methods); full comes first.
+struct SuiteConfig { const char* name; int64_t L, H, C, T, B, V, steps; };
+const SuiteConfig kSuiteConfigs[] = {{"tiny", 4, 4, 128, 64, 16, 96, 20},
+                                     {"small", 6, 6, 384, 256, 8, 96, 10},
+                                     {"gpt2", 12, 12, 768, 128, 4, 50257, 6}};
+// Each method as the reference defines it: LoRA r 8 on q, k and v; IA³ on k, v and the MLP's
+// hidden activations; Houlsby adapters of width 32 with GELU; 16 virtual tokens.
+struct SuiteMethod { const char* name; const char* flags; };
+const SuiteMethod kSuiteMethods[] = {
+    {"full", "--method full"},
+    {"lora", "--method lora --target_modules q_proj,k_proj,v_proj --lora_dropout 0"},
+    {"ia3", "--method ia3 --target_modules k_proj,v_proj,fc_out --feedforward_modules fc_out"},
+    {"adapter", "--method adapter --placement houlsby --bottleneck_size 32 --non_linearity gelu"},
+    {"prefix", "--method prefix --num_virtual_tokens 16"},
+    {"prompt", "--method prompt --num_virtual_tokens 16"}};
+
+template <class Row, size_t N>
+std::vector<std::string> names(const Row (&rows)[N]) {
+    std::vector<std::string> out;
+    for (const Row& r : rows) out.push_back(r.name);
+    return out;
+}
+
 struct BenchFlags {
     CommonFlags common;
     MethodFlags method;
@@ -28,8 +51,8 @@ struct BenchFlags {
     int repeats = 1;   // --repeats: with --suite, runs of each config and method (alternating with --reference)
     bool json_out = false, suite = false, profile = false, steps_given = false;
     std::string reference;   // --reference: a command that trains the same model in another framework
-    std::vector<std::string> configs{"tiny", "small", "gpt2"};   // --configs: the suite's model shapes
-    std::vector<std::string> methods{"full", "lora"};            // --methods: the suite's methods
+    std::vector<std::string> configs = names(kSuiteConfigs);   // --configs: the suite's model shapes
+    std::vector<std::string> methods{"full", "lora"};          // --methods: the suite's methods
 };
 
 // The machine's reference GEMM rate: the median of 5 square 2048 sgemms after one warm-up.
@@ -57,19 +80,6 @@ double sgemm_gflops() {
 // runs, of the reference's, and of the K ratios, each taken within one pair (so a machine that
 // drifts between pairs moves both sides of a ratio alike), with the ratios' range beside it.
 void run_suite(const BenchFlags& f) {
-    struct Config { const char* name; int64_t L, H, C, T, B, V, steps; };
-    const Config configs[] = {{"tiny", 4, 4, 128, 64, 16, 96, 20},
-                              {"small", 6, 6, 384, 256, 8, 96, 10},
-                              {"gpt2", 12, 12, 768, 128, 4, 50257, 6}};
-    // Each method as the reference defines it: LoRA r 8 on q, k and v; IA³ on k, v and the MLP's
-    // hidden activations; Houlsby adapters of width 32 with GELU; 16 virtual tokens.
-    const char* methods[][2] = {
-        {"full", "--method full"},
-        {"lora", "--method lora --target_modules q_proj,k_proj,v_proj --lora_dropout 0"},
-        {"ia3", "--method ia3 --target_modules k_proj,v_proj,fc_out --feedforward_modules fc_out"},
-        {"adapter", "--method adapter --placement houlsby --bottleneck_size 32 --non_linearity gelu"},
-        {"prefix", "--method prefix --num_virtual_tokens 16"},
-        {"prompt", "--method prompt --num_virtual_tokens 16"}};
     const std::string exe = self_exe();
     const double rate = sgemm_gflops();
     fmt::print("sgemm 2048x2048x2048: {:.1f} GFLOP/s (OpenBLAS {} kernels{})\n", rate, blas_core(),
@@ -89,20 +99,20 @@ void run_suite(const BenchFlags& f) {
         std::sort(v.begin(), v.end());
         return v[v.size() / 2];
     };
-    for (const Config& c : configs) {
+    for (const SuiteConfig& c : kSuiteConfigs) {
         double full_ms = 0;   // this shape's full fine-tuning step, once it has run (full comes first)
-        for (auto& m : methods) {
+        for (const SuiteMethod& m : kSuiteMethods) {
             if (std::find(f.configs.begin(), f.configs.end(), c.name) == f.configs.end() ||
-                std::find(f.methods.begin(), f.methods.end(), m[0]) == f.methods.end())
+                std::find(f.methods.begin(), f.methods.end(), m.name) == f.methods.end())
                 continue;
             const int64_t steps = f.steps_given ? f.steps : c.steps;   // --steps, else the shape's own
             const std::string cmd = fmt::format("'{}' bench --n_layer {} --n_head {} --n_embd {} --block {} --batch {} "
                                                 "--vocab {} --steps {} --json {}{}",
-                                                exe, c.L, c.H, c.C, c.T, c.B, c.V, steps, m[1],
+                                                exe, c.L, c.H, c.C, c.T, c.B, c.V, steps, m.flags,
                                                 f.common.threads ? fmt::format(" --threads {}", f.common.threads) : "");
             const std::string rcmd = fmt::format("{} --method {} --layers {} --heads {} --embd {} --block {} --batch {} "
                                                  "--vocab {} --steps {} --threads {} --json",
-                                                 f.reference, m[0], c.L, c.H, c.C, c.T, c.B, c.V, steps, threads);
+                                                 f.reference, m.name, c.L, c.H, c.C, c.T, c.B, c.V, steps, threads);
             std::vector<nlohmann::json> ours;
             std::vector<double> ref_ms, ref_rss, ratios;
             for (int rep = 0; rep < f.repeats; rep++) {
@@ -125,10 +135,10 @@ void run_suite(const BenchFlags& f) {
             const nlohmann::json& j = ours[ours.size() / 2];
             auto mb = [&](const char* k) { return double(j[k].get<int64_t>()) / 1048576.0; };
             const double ms = j["ms_per_step"].get<double>();
-            if (std::string(m[0]) == "full") full_ms = ms;
+            if (std::string(m.name) == "full") full_ms = ms;
             const std::string vs_full = full_ms > 0 ? fmt::format("{:.2f}", ms / full_ms) : "–";
             table += fmt::format("| {} ({},{},{},{},{},{}) | {} | {} | {:.1f} | {} | {:.0f} | {:.1f} | {:.0f}% | {:.2f} | {:.2f} | {:.1f} | {:.0f} |",
-                                 c.name, c.L, c.H, c.C, c.T, c.B, c.V, m[0], j["trainable_params"].get<int64_t>(),
+                                 c.name, c.L, c.H, c.C, c.T, c.B, c.V, m.name, j["trainable_params"].get<int64_t>(),
                                  ms, vs_full, j["tokens_per_s"].get<double>(), j["gflops"].get<double>(),
                                  100 * j["gflops"].get<double>() / rate, mb("peak_grads_bytes"), mb("peak_optimizer_bytes"), mb("peak_saved_bytes"), mb("peak_rss_bytes"));
             if (ref) {
@@ -291,12 +301,12 @@ void add_bench_command(CLI::App& app) {
         ->needs(suite);
     cmd->add_option("--methods", f->methods, "with --suite: which methods, e.g. full,lora,ia3,adapter,prefix,prompt")
         ->delimiter(',')
-        ->check(CLI::IsMember({"full", "lora", "ia3", "adapter", "prefix", "prompt"}))
+        ->check(CLI::IsMember(names(kSuiteMethods)))
         ->capture_default_str()
         ->needs(suite);
     cmd->add_option("--configs", f->configs, "with --suite: which shapes, e.g. tiny,small")
         ->delimiter(',')
-        ->check(CLI::IsMember({"tiny", "small", "gpt2"}))
+        ->check(CLI::IsMember(names(kSuiteConfigs)))
         ->capture_default_str()
         ->needs(suite);
     f->method.add(*cmd);
