@@ -247,8 +247,10 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
                f.model.n_layer, f.model.n_head, f.model.n_embd, f.model.block_size, B, f.model.vocab_size, num_threads(),
                blas_core());
     fmt::print("{}\n", trainable_line(model, method));
-    fmt::print("median {:.1f} ms/step over {} steps | {:.0f} tokens/s | {:.1f} GFLOP/s ({:.3g} GFLOP/step)\n", med, ms.size(),
-               double(B * T) / (med / 1000), flops / (med / 1000) / 1e9, flops / 1e9);
+    fmt::print("median {:.1f} ms/step over {} steps (fastest {:.1f}, slowest {:.1f}) | {:.0f} tokens/s | {:.1f} GFLOP/s "
+               "({:.3g} GFLOP/step)\n",
+               med, ms.size(), ms.front(), ms.back(), double(B * T) / (med / 1000), flops / (med / 1000) / 1e9,
+               flops / 1e9);
     fmt::print("{}\n", memory_table(st));
     if (f.profile) fmt::print("{}", profile_table(prof, double(ms.size()), mean));
     if (f.json_out) {
@@ -256,7 +258,8 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
                             {"n_embd", f.model.n_embd}, {"block", f.model.block_size}, {"batch", B},
                             {"vocab", f.model.vocab_size}, {"threads", num_threads()}, {"blas_core", blas_core()},
                             {"trainable_params", n_train},
-                            {"all_params", n_all}, {"ms_per_step", med}, {"tokens_per_s", double(B * T) / (med / 1000)},
+                            {"all_params", n_all}, {"ms_per_step", med}, {"ms_min", ms.front()}, {"ms_max", ms.back()},
+                            {"tokens_per_s", double(B * T) / (med / 1000)},
                             {"gflops", flops / (med / 1000) / 1e9}};
         j.update(memory_json(st));
         if (f.profile)

@@ -291,13 +291,16 @@ TEST_CASE("cli: pretrain, LoRA fine-tune, eval with the adapter, merge and forwa
     CHECK(fs::file_size(rt + "/logits.safetensors") > 4 * 4);
 }
 
-TEST_CASE("cli: bench --profile --json times a LoRA step and lists its ops, their sum within the step") {
+TEST_CASE("cli: bench --profile --json times LoRA steps (median, fastest, slowest) and lists their ops, their sum within the step") {
     const Run r = peft("bench --n_layer 1 --n_head 2 --n_embd 16 --block 16 --batch 2 --steps 2 --warmup_steps 1 "
                        "--threads 1 --method lora --profile --json");
     INFO("stderr: " << r.err);
     REQUIRE(r.code == 0);
     CHECK(r.out.find("time by op, per step") != std::string::npos);
+    CHECK(r.out.find("ms/step over 2 steps (fastest ") != std::string::npos);
     const nlohmann::json j = last_json(r);
+    CHECK(j["ms_min"].get<double>() <= j["ms_per_step"].get<double>());
+    CHECK(j["ms_per_step"].get<double>() <= j["ms_max"].get<double>());
     const nlohmann::json& p = j["profile_ms_per_step"];
     for (const char* op : {"lora_linear", "linear", "causal_attention", "linear_cross_entropy", "layernorm"}) {
         CAPTURE(op);
