@@ -49,7 +49,7 @@ struct BenchFlags {
     GPTConfig model;
     int64_t batch = 8, steps = 10, warmup_steps = 2;
     int repeats = 1;   // --repeats: with --suite, runs of each config and method (alternating with --reference)
-    bool json_out = false, suite = false, profile = false, steps_given = false;
+    bool json_out = false, suite = false, profile = false, gemm_floor = false, steps_given = false;
     std::string reference;   // --reference: a command that trains the same model in another framework
     std::vector<std::string> configs = names(kSuiteConfigs);   // --configs: the suite's model shapes
     std::vector<std::string> methods{"full", "lora"};          // --methods: the suite's methods
@@ -86,9 +86,13 @@ void run_suite(const BenchFlags& f) {
                f.reference.empty() ? "" : ", the reference's too: it inherits OPENBLAS_CORETYPE");
     const bool ref = !f.reference.empty();
     // "÷ full": a step's time over full fine-tuning's at the same shape (when --methods has full).
-    std::string table = "| config (L,H,C,T,B,V) | method | trainable | ms/step | ÷ full | tokens/s | GFLOP/s | % of sgemm | grads MiB | optimizer MiB | saved act. MiB | peak RSS MiB |";
-    table += ref ? " reference ms/step | time ratio | reference peak RSS MiB | RSS ratio |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-                 : "\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    // "GEMM floor": the step's own GEMMs alone (Note [GEMM floor]); "floor ratio": that over the
+    // reference's step, the lowest time ratio these GEMMs would allow.
+    std::string table = "| config (L,H,C,T,B,V) | method | trainable | ms/step | ÷ full | GEMM floor ms | tokens/s | GFLOP/s | % of sgemm | grads MiB | optimizer MiB | saved act. MiB | peak RSS MiB |";
+    table += ref ? " reference ms/step | time ratio | reference peak RSS MiB | RSS ratio | floor ratio |\n"
+                 : "\n";
+    for (int col = 0; col < (ref ? 18 : 13); col++) table += "|---";
+    table += "|\n";
     const int threads = f.common.threads ? f.common.threads : num_threads();
     auto run = [](const std::string& cmd) {
         fmt::print("{}\n", cmd);
@@ -107,7 +111,7 @@ void run_suite(const BenchFlags& f) {
                 continue;
             const int64_t steps = f.steps_given ? f.steps : c.steps;   // --steps, else the shape's own
             const std::string cmd = fmt::format("'{}' bench --n_layer {} --n_head {} --n_embd {} --block {} --batch {} "
-                                                "--vocab {} --steps {} --json {}{}",
+                                                "--vocab {} --steps {} --json --gemm_floor {}{}",
                                                 exe, c.L, c.H, c.C, c.T, c.B, c.V, steps, m.flags,
                                                 f.common.threads ? fmt::format(" --threads {}", f.common.threads) : "");
             const std::string rcmd = fmt::format("{} --method {} --layers {} --heads {} --embd {} --block {} --batch {} "
@@ -137,22 +141,24 @@ void run_suite(const BenchFlags& f) {
             const double ms = j["ms_per_step"].get<double>();
             if (std::string(m.name) == "full") full_ms = ms;
             const std::string vs_full = full_ms > 0 ? fmt::format("{:.2f}", ms / full_ms) : "–";
-            table += fmt::format("| {} ({},{},{},{},{},{}) | {} | {} | {:.1f} | {} | {:.0f} | {:.1f} | {:.0f}% | {:.2f} | {:.2f} | {:.1f} | {:.0f} |",
+            const double floor_ms = j["gemm_floor_ms"].get<double>();
+            table += fmt::format("| {} ({},{},{},{},{},{}) | {} | {} | {:.1f} | {} | {:.1f} | {:.0f} | {:.1f} | {:.0f}% | {:.2f} | {:.2f} | {:.1f} | {:.0f} |",
                                  c.name, c.L, c.H, c.C, c.T, c.B, c.V, m.name, j["trainable_params"].get<int64_t>(),
-                                 ms, vs_full, j["tokens_per_s"].get<double>(), j["gflops"].get<double>(),
+                                 ms, vs_full, floor_ms, j["tokens_per_s"].get<double>(), j["gflops"].get<double>(),
                                  100 * j["gflops"].get<double>() / rate, mb("peak_grads_bytes"), mb("peak_optimizer_bytes"), mb("peak_saved_bytes"), mb("peak_rss_bytes"));
             if (ref) {
                 const auto [lo, hi] = std::minmax_element(ratios.begin(), ratios.end());
                 const std::string range = ratios.size() > 1 ? fmt::format(" ({:.2f}–{:.2f})", *lo, *hi) : "";
-                table += fmt::format(" {:.1f} | {:.2f}{} | {:.0f} | {:.2f} |", median(ref_ms), median(ratios), range,
-                                     median(ref_rss), mb("peak_rss_bytes") / median(ref_rss));
+                table += fmt::format(" {:.1f} | {:.2f}{} | {:.0f} | {:.2f} | {:.2f} |", median(ref_ms), median(ratios), range,
+                                     median(ref_rss), mb("peak_rss_bytes") / median(ref_rss), floor_ms / median(ref_ms));
             }
             table += "\n";
         }
     }
     fmt::print("\n{}\nGFLOP/s counts 6·N·B·T per trained and 4·N·B·T per frozen weight matrix of N entries (no dW GEMM), "
                "plus 12·L·C·T²·B for attention (sgemm measured in this run: {:.1f} GFLOP/s); ÷ full: ms/step over full "
-               "fine-tuning's at the same shape{}\n", table, rate,
+               "fine-tuning's at the same shape; GEMM floor: the GEMMs of one of our steps run again alone on "
+               "reused buffers{}{}\n", table, rate, ref ? "; floor ratio: the floor over the reference's ms/step" : "",
                f.repeats > 1 ? fmt::format("; medians of {} runs{}", f.repeats,
                                            ref ? ", ours and the reference's alternating; time ratio: median of the "
                                                  "ratios within each pair, their range in brackets" : "")
@@ -226,6 +232,7 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
         }
         Tensor I = Tensor::from_ints(ids, {B, T}), Tt = Tensor::from_ints(tg, {B, T});
         if (f.profile && s == f.warmup_steps) profile_start();
+        if (f.profile || f.gemm_floor) gemm_log(s == f.warmup_steps);   // the first timed step's (Note [GEMM floor])
         const auto t0 = std::chrono::steady_clock::now();
         opt.zero_grad();
         if (method) method->begin_forward();
@@ -242,6 +249,9 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
     const double med = ms.empty() ? 0 : ms[ms.size() / 2];
     const double flops = flops_per_step(model, method, B, T);
     const MemStats st = mem_stats();
+    const std::string mem_table = memory_table(st);   // peak RSS now, before the GEMM floor's buffers
+    const nlohmann::json mem_json = memory_json(st);
+    const GemmFloor floor = f.profile || f.gemm_floor ? gemm_floor(gemm_logged(), 5) : GemmFloor();
     const int64_t n_train = trainable.count(true), n_all = model.params.count() + (method ? method->params.count() : 0);
     fmt::print("bench {} L={} H={} C={} T={} B={} V={} threads={} (OpenBLAS {} kernels)\n", f.method.method,
                f.model.n_layer, f.model.n_head, f.model.n_embd, f.model.block_size, B, f.model.vocab_size, num_threads(),
@@ -251,8 +261,12 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
                "({:.3g} GFLOP/step)\n",
                med, ms.size(), ms.front(), ms.back(), double(B * T) / (med / 1000), flops / (med / 1000) / 1e9,
                flops / 1e9);
-    fmt::print("{}\n", memory_table(st));
+    fmt::print("{}\n", mem_table);
     if (f.profile) fmt::print("{}", profile_table(prof, double(ms.size()), mean));
+    if (f.profile || f.gemm_floor)
+        fmt::print("GEMM floor: the {} GEMMs of one step ({:.3g} GFLOP), run again alone on reused buffers, take "
+                   "{:.1f} ms = {:.2f} of the median step ({:.1f} GFLOP/s)\n",
+                   floor.calls, floor.flop * 1e-9, floor.ms, floor.ms / med, floor.flop / floor.ms * 1e-6);
     if (f.json_out) {
         nlohmann::json j = {{"method", f.method.method}, {"n_layer", f.model.n_layer}, {"n_head", f.model.n_head},
                             {"n_embd", f.model.n_embd}, {"block", f.model.block_size}, {"batch", B},
@@ -261,7 +275,8 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
                             {"all_params", n_all}, {"ms_per_step", med}, {"ms_min", ms.front()}, {"ms_max", ms.back()},
                             {"tokens_per_s", double(B * T) / (med / 1000)},
                             {"gflops", flops / (med / 1000) / 1e9}};
-        j.update(memory_json(st));
+        j.update(mem_json);
+        if (f.profile || f.gemm_floor) j["gemm_floor_ms"] = floor.ms;
         if (f.profile)
             for (const auto& [op, t] : prof)
                 j["profile_ms_per_step"][op] = {{"forward", t.forward_ms / double(ms.size())},
@@ -293,6 +308,8 @@ void add_bench_command(CLI::App& app) {
     add_number(cmd, "--warmup_steps", f->warmup_steps, "untimed steps first", 0, 1 << 20)->capture_default_str();
     cmd->add_flag("--json", f->json_out, "print the results as one JSON object on the last line");
     cmd->add_flag("--profile", f->profile, "also print the time and GEMM FLOPs of each op's forward and backward per step");
+    cmd->add_flag("--gemm_floor", f->gemm_floor,
+                  "also time one step's GEMMs run again alone: the step's floor under this BLAS (--profile does too)");
     CLI::Option* suite =
         cmd->add_flag("--suite", f->suite, "run the tiny, small and GPT-2-shape configs for full and LoRA (or --methods); print one table");
     cmd->add_option("--reference", f->reference,

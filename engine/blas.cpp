@@ -51,7 +51,8 @@ void gemm_ld(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, c
                  "gemm: leading dimensions lda={} ldb={} ldc={} too small for M={} N={} K={}", lda, ldb, ldc, M,
                  N, K);
     if (M == 0 || N == 0) return;
-    if (profile_on()) profile_gemm(2.0 * double(M) * double(N) * double(K));   // Note [Op profile]
+    if (gemm_watched())   // Note [Op profile], Note [GEMM floor]
+        profile_gemm({ta, tb, M, N, K, lda, ldb, ldc, beta, omp_get_level() > 0});
     if (K == 0) {   // the sum over k is empty: C = beta C (BLAS would skip this too, but be explicit)
         for (int64_t i = 0; i < M; i++)
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];

@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
+#include "blas.h"
 
 struct OpTime {
     double forward_ms = 0, backward_ms = 0;
@@ -32,5 +34,30 @@ OpProfile profile_stop();    // turn off; what was gathered since profile_start(
 bool profile_on();
 void profile_forward(const char* op);
 void profile_backward(const char* op);
-// Called by gemm (engine/blas.cpp) only, also from inside parallel regions: a GEMM's FLOPs.
-void profile_gemm(double flop);
+
+// Note [GEMM floor]
+// How fast could a step be if everything but its GEMMs took no time? While the GEMM log is on,
+// every gemm call's shape is kept; gemm_floor() then runs the same calls again, alone, on one
+// set of buffers that every call reuses (operands as warm as they can be), and times them.
+// The calls made at the top
+// level run one after another, as gemm splits them over threads; those made inside a parallel
+// region (one per thread, as attention's heads) run shared out over the threads. So the result
+// is a floor for the step under this BLAS: no softmax, no layernorm, no optimizer, no waiting.
+struct GemmCall {
+    Trans ta, tb;
+    int64_t M, N, K, lda, ldb, ldc;
+    float beta;
+    bool nested;   // called inside a parallel region, so single-threaded
+};
+struct GemmFloor {
+    int64_t calls = 0;
+    double flop = 0, ms = 0;   // ms: the median over the repeats of running all the calls once
+};
+void gemm_log(bool on);                 // start (clearing what was kept) or stop keeping the calls
+const std::vector<GemmCall>& gemm_logged();
+GemmFloor gemm_floor(const std::vector<GemmCall>& calls, int repeats);
+
+// Called by gemm (engine/blas.cpp) only, also from inside parallel regions: charges the GEMM's
+// FLOPs to the op profile if it is on, and keeps the call if the GEMM log is on.
+bool gemm_watched();
+void profile_gemm(const GemmCall& c);

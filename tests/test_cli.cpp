@@ -313,6 +313,8 @@ TEST_CASE("cli: bench --profile --json times LoRA steps (median, fastest, slowes
     for (const auto& [op, t] : p.items()) ops += t["forward"].get<double>() + t["backward"].get<double>();
     CHECK(ops > 0);
     CHECK(ops <= 2 * j["ms_per_step"].get<double>());   // a mean against a median: allow noise
+    CHECK(r.out.find("GEMM floor: the ") != std::string::npos);
+    CHECK(j["gemm_floor_ms"].get<double>() > 0);   // Note [GEMM floor]
 }
 
 // Note [OpenBLAS kernel on AVX-512 AMD CPUs] in engine/blas.cpp: with no OPENBLAS_CORETYPE,
@@ -368,20 +370,30 @@ TEST_CASE("cli: bench --suite --reference runs the other framework's command aft
     // The reference here is a stand-in that prints a fixed result; `#` makes the shell ignore the
     // model flags the suite appends.
     const Run r = peft("bench --suite --configs tiny --steps 2 --threads 1 "
-                       "--reference \"echo 'JSON {\\\"ms_median\\\": 1e6, \\\"peak_rss_mib\\\": 1000}' #\"");
+                       "--reference \"echo 'JSON {\\\"ms_median\\\": 1, \\\"peak_rss_mib\\\": 1000}' #\"");
     INFO("stdout: " << r.out << "\nstderr: " << r.err);
     REQUIRE(r.code == 0);
     CHECK(r.out.find("--method full --layers 4 --heads 4 --embd 128 --block 64 --batch 16 --vocab 96 --steps 2 "
                      "--threads 1 --json") != std::string::npos);
-    CHECK(r.out.find("| reference ms/step | time ratio | reference peak RSS MiB | RSS ratio |") != std::string::npos);
+    CHECK(r.out.find("| reference ms/step | time ratio | reference peak RSS MiB | RSS ratio | floor ratio |") !=
+          std::string::npos);
     CHECK(r.out.find("| tiny (4,4,128,64,16,96) | full | 813824 |") != std::string::npos);
     CHECK(r.out.find("| tiny (4,4,128,64,16,96) | lora | 24576 |") != std::string::npos);
-    CHECK(r.out.find(" 1000000.0 | 0.00 | 1000 | 0.") != std::string::npos);   // the stand-in takes 1000 s a step
-    // ÷ full: each step's time over full fine-tuning's at the same shape
+    // the stand-in takes 1 ms a step and 1000 MiB, so the time ratio is our ms/step
     const std::string full = "| tiny (4,4,128,64,16,96) | full |", lora = "| tiny (4,4,128,64,16,96) | lora |";
+    CHECK(table_cell(r.out, lora, 13) == "1.0");
+    CHECK(std::stod(table_cell(r.out, lora, 14)) == doctest::Approx(std::stod(table_cell(r.out, lora, 3))).epsilon(0.01));
+    CHECK(table_cell(r.out, lora, 15) == "1000");
+    // ÷ full: each step's time over full fine-tuning's at the same shape
     CHECK(table_cell(r.out, full, 4) == "1.00");
     CHECK(std::stod(table_cell(r.out, lora, 4)) ==
           doctest::Approx(std::stod(table_cell(r.out, lora, 3)) / std::stod(table_cell(r.out, full, 3))).epsilon(0.01));
+    // GEMM floor: the step's GEMMs alone, at most the step; floor ratio: the floor over the stand-in's 1 ms
+    CHECK(table_cell(r.out, "| ms/step | ÷ full |", 2) == "GEMM floor ms");
+    const double floor_ms = std::stod(table_cell(r.out, lora, 5));
+    CHECK(floor_ms > 0);
+    CHECK(floor_ms <= 2 * std::stod(table_cell(r.out, lora, 3)));   // two different runs' times: allow noise
+    CHECK(std::stod(table_cell(r.out, lora, 17)) == doctest::Approx(floor_ms).epsilon(0.01));
     CHECK(r.out.find("small (") == std::string::npos);        // --configs tiny only
     expect_usage_error("bench --suite --configs tiny,huge", "--configs: huge not in {tiny,small,gpt2}");
 }

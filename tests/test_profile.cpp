@@ -66,4 +66,35 @@ TEST_CASE("profile: GEMM FLOPs are charged to the op that ran them; a frozen wei
     }
 }
 
+// Note [GEMM floor]: the log keeps each gemm call's shape; the floor runs them all again.
+TEST_CASE("profile: the GEMM log keeps every call's shape; the floor runs them all again and counts their FLOPs") {
+    Rng rng(4);
+    const int64_t rows = 16, in = 8, out = 12;
+    Tensor x = param({rows, in}, rng), W = param({out, in}, rng), R = Tensor::randn({rows, out}, rng);
+    gemm_log(true);
+    projection_loss(linear(x, W), R).backward();
+    gemm_log(false);
+    const std::vector<GemmCall> calls = gemm_logged();
+    REQUIRE(calls.size() == 3);   // y = x Wᵀ, then dx = dy W and dW = dyᵀ x
+    CHECK((calls[0].ta == Trans::N && calls[0].tb == Trans::T && calls[0].M == rows && calls[0].N == out &&
+           calls[0].K == in && calls[0].ldc == out && !calls[0].nested));
+    for (const GemmCall& c : calls) CHECK(2 * c.M * c.N * c.K == 2 * rows * in * out);
+    linear(x, W);   // the log is off: nothing more is kept
+    CHECK(gemm_logged().size() == 3);
+
+    // Attention's per-head GEMMs run inside a parallel region: they are logged as nested.
+    const int64_t B = 2, T = 8, C = 8, H = 2;
+    Tensor q = param({B, T, C}, rng), k = param({B, T, C}, rng), v = param({B, T, C}, rng);
+    gemm_log(true);
+    Tensor y = causal_attention(q, k, v, H, 0, 0.5f);
+    gemm_log(false);
+    REQUIRE(gemm_logged().size() == size_t(2 * B * H));   // S = q kᵀ and y = A v per head
+    for (const GemmCall& c : gemm_logged()) CHECK(c.nested);
+
+    const GemmFloor f = gemm_floor(calls, 3);
+    CHECK(f.calls == 3);
+    CHECK(f.flop == 3 * 2.0 * rows * in * out);
+    CHECK(f.ms > 0);
+}
+
 }  // TEST_SUITE
