@@ -224,6 +224,7 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
     AdamW opt(trainable, oc);
     std::vector<int32_t> ids(size_t(B * T)), tg(size_t(B * T));
     std::vector<double> ms;
+    const bool floor_on = f.profile || f.gemm_floor;   // Note [GEMM floor]: log the first timed step's GEMMs
     mem_reset_peak();
     for (int64_t s = 0; s < f.warmup_steps + f.steps; s++) {
         for (size_t i = 0; i < ids.size(); i++) {
@@ -232,7 +233,7 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
         }
         Tensor I = Tensor::from_ints(ids, {B, T}), Tt = Tensor::from_ints(tg, {B, T});
         if (f.profile && s == f.warmup_steps) profile_start();
-        if (f.profile || f.gemm_floor) gemm_log(s == f.warmup_steps);   // the first timed step's (Note [GEMM floor])
+        if (floor_on && s == f.warmup_steps) gemm_log(true);
         const auto t0 = std::chrono::steady_clock::now();
         opt.zero_grad();
         if (method) method->begin_forward();
@@ -242,6 +243,7 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
         opt.step(clip_coefficient(grad_norm(trainable), 1.0));
         const double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         if (s >= f.warmup_steps) ms.push_back(dt);
+        if (floor_on && s == f.warmup_steps) gemm_log(false);
     }
     const OpProfile prof = f.profile ? profile_stop() : OpProfile();
     const double mean = ms.empty() ? 0 : std::accumulate(ms.begin(), ms.end(), 0.0) / double(ms.size());
@@ -251,7 +253,7 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
     const MemStats st = mem_stats();
     const std::string mem_table = memory_table(st);   // peak RSS now, before the GEMM floor's buffers
     const nlohmann::json mem_json = memory_json(st);
-    const GemmFloor floor = f.profile || f.gemm_floor ? gemm_floor(gemm_logged(), 5) : GemmFloor();
+    const GemmFloor floor = floor_on ? gemm_floor(gemm_logged(), 5) : GemmFloor();
     const int64_t n_train = trainable.count(true), n_all = model.params.count() + (method ? method->params.count() : 0);
     fmt::print("bench {} L={} H={} C={} T={} B={} V={} threads={} (OpenBLAS {} kernels)\n", f.method.method,
                f.model.n_layer, f.model.n_head, f.model.n_embd, f.model.block_size, B, f.model.vocab_size, num_threads(),
@@ -263,7 +265,7 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
                flops / 1e9);
     fmt::print("{}\n", mem_table);
     if (f.profile) fmt::print("{}", profile_table(prof, double(ms.size()), mean));
-    if (f.profile || f.gemm_floor)
+    if (floor_on)
         fmt::print("GEMM floor: the {} GEMMs of one step ({:.3g} GFLOP), run again alone on reused buffers, take "
                    "{:.1f} ms = {:.2f} of the median step ({:.1f} GFLOP/s)\n",
                    floor.calls, floor.flop * 1e-9, floor.ms, floor.ms / med, floor.flop / floor.ms * 1e-6);
@@ -276,7 +278,7 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
                             {"tokens_per_s", double(B * T) / (med / 1000)},
                             {"gflops", flops / (med / 1000) / 1e9}};
         j.update(mem_json);
-        if (f.profile || f.gemm_floor) j["gemm_floor_ms"] = floor.ms;
+        if (floor_on) j["gemm_floor_ms"] = floor.ms;
         if (f.profile)
             for (const auto& [op, t] : prof)
                 j["profile_ms_per_step"][op] = {{"forward", t.forward_ms / double(ms.size())},

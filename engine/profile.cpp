@@ -25,7 +25,7 @@ void profile_mark() {
     g_flop = 0;
 }
 void profile_gemm(const GemmCall& c) {
-    if (g_on) g_flop.fetch_add(int64_t(2.0 * double(c.M) * double(c.N) * double(c.K)), std::memory_order_relaxed);
+    if (g_on) g_flop.fetch_add(int64_t(c.flop()), std::memory_order_relaxed);
     if (g_logging) {
         std::lock_guard<std::mutex> lock(g_log_mu);
         g_log.push_back(c);
@@ -80,7 +80,7 @@ GemmFloor gemm_floor(const std::vector<GemmCall>& calls, int repeats) {
         na = std::max(na, size_t((c.ta == Trans::N ? c.M : c.K) * c.lda));
         nb = std::max(nb, size_t((c.tb == Trans::N ? c.K : c.N) * c.ldb));
         nc = std::max(nc, size_t(c.M * c.ldc));
-        f.flop += 2.0 * double(c.M) * double(c.N) * double(c.K);
+        f.flop += c.flop();
         (c.nested ? nested : top).push_back(c);
     }
     f.calls = int64_t(calls.size());

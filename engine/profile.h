@@ -48,6 +48,7 @@ struct GemmCall {
     int64_t M, N, K, lda, ldb, ldc;
     float beta;
     bool nested;   // called inside a parallel region, so single-threaded
+    double flop() const { return 2.0 * double(M) * double(N) * double(K); }
 };
 struct GemmFloor {
     int64_t calls = 0;
