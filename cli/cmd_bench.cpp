@@ -87,11 +87,13 @@ void run_suite(const BenchFlags& f) {
     const bool ref = !f.reference.empty();
     // "÷ full": a step's time over full fine-tuning's at the same shape (when --methods has full).
     // "GEMM floor": the step's own GEMMs alone (Note [GEMM floor]); "floor ratio": that over the
-    // reference's step, the lowest time ratio these GEMMs would allow.
+    // reference's step, the lowest time ratio these GEMMs would allow. "reference % of sgemm": our
+    // step's FLOPs over the reference's time, as a share of the sgemm rate: the rate the reference
+    // does this work at, so a time ratio r needs our step to run at that share ÷ r.
     std::string table = "| config (L,H,C,T,B,V) | method | trainable | ms/step | ÷ full | GEMM floor ms | tokens/s | GFLOP/s | % of sgemm | grads MiB | optimizer MiB | saved act. MiB | peak RSS MiB |";
-    table += ref ? " reference ms/step | time ratio | reference peak RSS MiB | RSS ratio | floor ratio |\n"
+    table += ref ? " reference ms/step | time ratio | reference peak RSS MiB | RSS ratio | floor ratio | reference % of sgemm |\n"
                  : "\n";
-    for (int col = 0; col < (ref ? 18 : 13); col++) table += "|---";
+    for (int col = 0; col < (ref ? 19 : 13); col++) table += "|---";
     table += "|\n";
     const int threads = f.common.threads ? f.common.threads : num_threads();
     auto run = [](const std::string& cmd) {
@@ -149,8 +151,10 @@ void run_suite(const BenchFlags& f) {
             if (ref) {
                 const auto [lo, hi] = std::minmax_element(ratios.begin(), ratios.end());
                 const std::string range = ratios.size() > 1 ? fmt::format(" ({:.2f}–{:.2f})", *lo, *hi) : "";
-                table += fmt::format(" {:.1f} | {:.2f}{} | {:.0f} | {:.2f} | {:.2f} |", median(ref_ms), median(ratios), range,
-                                     median(ref_rss), mb("peak_rss_bytes") / median(ref_rss), floor_ms / median(ref_ms));
+                const double gflop = j["gflops"].get<double>() * ms / 1000;   // our step's GEMM work
+                table += fmt::format(" {:.1f} | {:.2f}{} | {:.0f} | {:.2f} | {:.2f} | {:.0f}% |", median(ref_ms), median(ratios),
+                                     range, median(ref_rss), mb("peak_rss_bytes") / median(ref_rss), floor_ms / median(ref_ms),
+                                     100 * gflop / (median(ref_ms) / 1000) / rate);
             }
             table += "\n";
         }
@@ -158,7 +162,8 @@ void run_suite(const BenchFlags& f) {
     fmt::print("\n{}\nGFLOP/s counts 6·N·B·T per trained and 4·N·B·T per frozen weight matrix of N entries (no dW GEMM), "
                "plus 12·L·C·T²·B for attention (sgemm measured in this run: {:.1f} GFLOP/s); ÷ full: ms/step over full "
                "fine-tuning's at the same shape; GEMM floor: the GEMMs of one of our steps run again alone on "
-               "reused buffers{}{}\n", table, rate, ref ? "; floor ratio: the floor over the reference's ms/step" : "",
+               "reused buffers{}{}\n", table, rate, ref ? "; floor ratio: the floor over the reference's ms/step; reference % of sgemm: our step's "
+                                        "GFLOP over the reference's ms/step, over sgemm (a time ratio r needs ours at that ÷ r)" : "",
                f.repeats > 1 ? fmt::format("; medians of {} runs{}", f.repeats,
                                            ref ? ", ours and the reference's alternating; time ratio: median of the "
                                                  "ratios within each pair, their range in brackets" : "")

@@ -375,7 +375,7 @@ TEST_CASE("cli: bench --suite --reference runs the other framework's command aft
     REQUIRE(r.code == 0);
     CHECK(r.out.find("--method full --layers 4 --heads 4 --embd 128 --block 64 --batch 16 --vocab 96 --steps 2 "
                      "--threads 1 --json") != std::string::npos);
-    CHECK(r.out.find("| reference ms/step | time ratio | reference peak RSS MiB | RSS ratio | floor ratio |") !=
+    CHECK(r.out.find("| reference ms/step | time ratio | reference peak RSS MiB | RSS ratio | floor ratio | reference % of sgemm |") !=
           std::string::npos);
     CHECK(r.out.find("| tiny (4,4,128,64,16,96) | full | 813824 |") != std::string::npos);
     CHECK(r.out.find("| tiny (4,4,128,64,16,96) | lora | 24576 |") != std::string::npos);
@@ -394,6 +394,9 @@ TEST_CASE("cli: bench --suite --reference runs the other framework's command aft
     CHECK(floor_ms > 0);
     CHECK(floor_ms <= 2 * std::stod(table_cell(r.out, lora, 3)));   // two different runs' times: allow noise
     CHECK(std::stod(table_cell(r.out, lora, 17)) == doctest::Approx(floor_ms).epsilon(0.01));
+    // the stand-in does our step's FLOPs in 1 ms: its share of sgemm is ours times our ms/step
+    CHECK(std::stod(table_cell(r.out, lora, 18)) ==
+          doctest::Approx(std::stod(table_cell(r.out, lora, 8)) * std::stod(table_cell(r.out, lora, 3))).epsilon(0.03));
     CHECK(r.out.find("small (") == std::string::npos);        // --configs tiny only
     expect_usage_error("bench --suite --configs tiny,huge", "--configs: huge not in {tiny,small,gpt2}");
 }
