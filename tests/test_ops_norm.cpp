@@ -84,6 +84,28 @@ TEST_CASE("ops: layernorm rejects mismatched shapes, naming them") {
     CHECK_THROWS_AS(layernorm(x, Tensor::randn({5}, rng), Tensor(), 0.f), ValueError);
 }
 
+TEST_CASE("ops: layernorm's dw and db match double sums over many rows and a ragged last column block") {
+    // 37 rows: two full groups of 16 and a short one; 100 columns: three blocks of 32 and one of 4.
+    Rng rng(27);
+    const int64_t N = 37, C = 100;
+    Tensor x = Tensor::randn({N, C}, rng), w = param({C}, rng), b = param({C}, rng), R = Tensor::randn({N, C}, rng);
+    projection_loss(layernorm(x, w, b), R).backward();   // dy = R
+    std::vector<double> dw(C), db(C);
+    for (int64_t r = 0; r < N; r++) {
+        const float* xr = x.data() + r * C;
+        double m = 0, v = 0;
+        for (int64_t c = 0; c < C; c++) m += xr[c] / double(C);
+        for (int64_t c = 0; c < C; c++) v += (xr[c] - m) * (xr[c] - m) / double(C);
+        for (int64_t c = 0; c < C; c++) {
+            dw[size_t(c)] += R.data()[r * C + c] * (xr[c] - m) / std::sqrt(v + 1e-5);
+            db[size_t(c)] += R.data()[r * C + c];
+        }
+    }
+    std::string why;
+    CHECK_MESSAGE(allclose(w.grad().to_vector(), dw, 1e-4, 1e-4, &why), why);
+    CHECK_MESSAGE(allclose(b.grad().to_vector(), db, 1e-4, 1e-4, &why), why);
+}
+
 TEST_CASE("ops: layernorm forward and backward are bitwise equal on 1 and 2 threads") {
     Rng rng(26);
     Tensor x0 = Tensor::randn({37, 100}, rng), w0 = Tensor::randn({100}, rng), b0 = Tensor::randn({100}, rng);
