@@ -3,7 +3,8 @@
 // (ValueError naming the field), attaches to the model (freezing every base parameter) and
 // returns the method, active on nothing yet (PeftModel::add activates it).
 #pragma once
-#include "peft.h"
+#include "config_reader.h"
+#include "method.h"
 
 std::unique_ptr<Method> make_lora(const json& config, GPT& model, Rng& rng);            // peft/lora.cpp
 std::unique_ptr<Method> make_ia3(const json& config, GPT& model, Rng& rng);             // peft/ia3.cpp
@@ -11,3 +12,7 @@ std::unique_ptr<Method> make_bottleneck(const json& config, GPT& model, Rng& rng
 std::unique_ptr<Method> make_prefix_tuning(const json& config, GPT& model, Rng& rng);   // peft/prefix_tuning.cpp
 std::unique_ptr<Method> make_prompt_tuning(const json& config, GPT& model, Rng& rng);   // peft/prompt_tuning.cpp
 std::unique_ptr<Method> make_p_tuning(const json& config, GPT& model, Rng& rng);        // peft/p_tuning.cpp
+
+// Builds a method from an adapter_config.json object (peft_type decides which). Unknown
+// peft_type -> ValueError listing the supported ones. Attaches to `model` (freezing it).
+std::unique_ptr<Method> make_method(const json& config, GPT& model, Rng& rng);   // peft/methods.cpp

@@ -7,7 +7,7 @@
 #include <filesystem>
 #include "helpers.h"
 #include "engine/optim.h"
-#include "peft/methods.h"
+#include "peft/peft.h"
 
 inline GPTConfig lesson_config() {
     GPTConfig c;

@@ -1,0 +1,159 @@
+// peft/method.cpp — what all methods share: their state, target matching, and the merge
+// bookkeeping of the methods that wrap target Linears (LoRA, IA³).
+#include "method.h"
+#include <cmath>
+#include <cstring>
+
+// ---- defaults shared by all methods
+
+NamedTensors Method::state() const {
+    NamedTensors out;
+    for (const Param& p : params.all()) out.push_back({p.name, p.tensor});
+    return out;
+}
+
+void Method::load_state(const std::map<std::string, Tensor>& tensors, const std::string& file) {
+    // Validate everything first (all-or-nothing), then copy.
+    std::vector<std::string> problems;
+    for (const Param& p : params.all()) {
+        auto it = tensors.find(p.name);
+        if (it == tensors.end()) problems.push_back(fmt::format("missing tensor '{}'", p.name));
+        else if (it->second.shape() != p.tensor.shape() || it->second.dtype() != DType::F32)
+            problems.push_back(fmt::format("tensor '{}' has shape {} but this model needs {}", p.name,
+                                           describe(it->second), describe(p.tensor)));
+    }
+    for (const auto& [name, t] : tensors)
+        if (!const_cast<ParamList&>(params).find(name)) problems.push_back(fmt::format("unexpected tensor '{}'", name));
+    if (!problems.empty()) {
+        std::string msg = fmt::format("{}: adapter does not fit this {} method (maybe another base model?):", file, peft_type());
+        for (auto& p : problems) msg += "\n  " + p;
+        throw ValueError(msg);
+    }
+    for (const Param& p : params.all())
+        std::memcpy(p.tensor.data(), tensors.at(p.name).data(), p.tensor.nbytes());
+}
+
+void Method::merge(GPT&) {
+    throw ValueError(fmt::format("{} cannot be merged into the base weights (only LORA and IA3 can)", peft_type()));
+}
+void Method::unmerge(GPT& model) { merge(model); }
+
+// ---- target modules
+
+bool target_matches(const std::string& module_name, const std::string& target) {
+    if (module_name == target) return true;
+    return module_name.size() > target.size() + 1 &&
+           module_name.compare(module_name.size() - target.size(), target.size(), target) == 0 &&
+           module_name[module_name.size() - target.size() - 1] == '.';
+}
+
+bool target_matches(const std::string& module_name, const std::vector<std::string>& targets) {
+    for (const std::string& t : targets)
+        if (target_matches(module_name, t)) return true;
+    return false;
+}
+
+std::vector<LinearShape> linear_shapes(const GPTConfig& cfg) {
+    const int64_t C = cfg.n_embd;
+    const LinearShape block[] = {{"attn.q_proj", C, C}, {"attn.k_proj", C, C},    {"attn.v_proj", C, C},
+                                 {"attn.o_proj", C, C}, {"mlp.fc_in", C, 4 * C}, {"mlp.fc_out", 4 * C, C}};
+    std::vector<LinearShape> out;
+    for (int64_t l = 0; l < cfg.n_layer; l++)
+        for (const LinearShape& k : block) out.push_back({fmt::format("transformer.h.{}.{}", l, k.name), k.in, k.out});
+    return out;
+}
+
+std::vector<std::pair<std::string, Linear*>> match_targets(GPT& model, const std::vector<std::string>& targets) {
+    ENGINE_CHECK(!targets.empty(), ValueError, "target_modules is empty");
+    std::vector<std::pair<std::string, Linear*>> out;
+    std::vector<std::string> unmatched;
+    auto all = model.linears();
+    for (const std::string& t : targets) {
+        bool any = false;
+        for (auto& [name, lin] : all) any = any || target_matches(name, t);
+        if (!any) unmatched.push_back(t);
+    }
+    if (!unmatched.empty()) {
+        std::string names;
+        for (const char* n : {"q_proj", "k_proj", "v_proj", "o_proj", "fc_in", "fc_out"}) names += std::string(names.empty() ? "" : ", ") + n;
+        throw ValueError(fmt::format("Target modules [{}] not found in the base model; its Linear modules are "
+                                     "{} (e.g. transformer.h.0.attn.q_proj)",
+                                     fmt::join(unmatched, ", "), names));
+    }
+    for (auto& [name, lin] : all)
+        for (const std::string& t : targets)
+            if (target_matches(name, t)) { out.push_back({name, lin}); break; }
+    return out;
+}
+
+Linear torch_linear(int64_t in, int64_t out, Rng& rng) {
+    const float k = 1.f / std::sqrt(float(in));
+    Linear lin;
+    lin.in = in;
+    lin.out = out;
+    lin.weight = Tensor::uniform({out, in}, rng, -k, k);
+    lin.bias = Tensor::uniform({out}, rng, -k, k);
+    return lin;
+}
+
+// ---- methods that wrap target Linears
+
+void MergeableMethod::add_target(Linear* lin) { targets_.push_back({lin, Tensor(), Tensor(), nullptr}); }
+
+void MergeableMethod::check_model(const GPT& model) const {
+    ENGINE_CHECK(&model == model_, ValueError, "{}: this adapter was attached to another model", peft_type());
+}
+
+void MergeableMethod::install(bool on) {
+    for (size_t i = 0; i < targets_.size(); i++) {
+        Target& t = targets_[i];
+        if (on) t.lin->wrap = t.wrap = make_wrap(i);
+        else if (t.lin->wrap == t.wrap) t.lin->wrap = nullptr;
+    }
+}
+
+void MergeableMethod::activate(GPT& model) {
+    check_model(model);
+    active_ = true;
+    model.hooks = this;   // only to hear set_training; the Linear wraps do the work
+    if (!merged_) install(true);
+}
+
+void MergeableMethod::deactivate(GPT& model) {
+    check_model(model);
+    active_ = false;
+    if (merged_) unmerge(model);
+    install(false);
+    if (model.hooks == this) model.hooks = nullptr;
+}
+
+void MergeableMethod::merge(GPT& model) {
+    check_model(model);
+    ENGINE_CHECK(!merged_, ValueError, "{}: the adapter is already merged into the base weights (unmerge it first)",
+                 peft_type());
+    for (size_t i = 0; i < targets_.size(); i++) {
+        Target& t = targets_[i];
+        t.W_orig = t.lin->weight.clone(Mem::Params);
+        if (t.lin->bias.defined()) t.b_orig = t.lin->bias.clone(Mem::Params);
+        merge_into(i, *t.lin);
+    }
+    install(false);   // the forward is now the plain base forward on the merged weights
+    merged_ = true;
+}
+
+void MergeableMethod::unmerge(GPT& model) {
+    check_model(model);
+    ENGINE_CHECK(merged_, ValueError, "{}: the adapter is not merged, so there is nothing to unmerge", peft_type());
+    for (Target& t : targets_) {   // restore the copies: exact, unlike undoing the update
+        std::memcpy(t.lin->weight.data(), t.W_orig.data(), t.W_orig.nbytes());
+        if (t.b_orig.defined()) std::memcpy(t.lin->bias.data(), t.b_orig.data(), t.b_orig.nbytes());
+        t.W_orig = t.b_orig = Tensor();
+    }
+    merged_ = false;
+    if (active_) install(true);
+}
+
+void MergeableMethod::load_state(const std::map<std::string, Tensor>& tensors, const std::string& file) {
+    ENGINE_CHECK(!merged_, ValueError, "{}: cannot load {} tensors while merged (unmerge first)", file, peft_type());
+    Method::load_state(tensors, file);
+}
