@@ -34,19 +34,41 @@ TEST_CASE("autograd: a frozen tensor never gets a gradient buffer") {
     CHECK(mem_stats().cur(Mem::Grads) - before.cur(Mem::Grads) == int64_t(W2.nbytes()));
 }
 
-TEST_CASE("autograd: a gradient used twice accumulates (x used by two ops)") {
+// dL/dx where x feeds two ops is the SUM of what each path sends back: with
+// L = Σ (x W1ᵀ) ⊙ R1 + Σ (x W2ᵀ) ⊙ R2, dL/dx = R1 W1 + R2 W2. If backward overwrote a
+// gradient instead of adding to it, x.grad would hold only one of the two terms.
+static std::vector<float> two_paths_grad(const Tensor& R1, const Tensor& W1, const Tensor& R2, const Tensor& W2) {
+    std::vector<float> g(size_t(R1.shape()[0] * W1.shape()[1]), 0.f);
+    const int64_t n = R1.shape()[0], out = W1.shape()[0], in = W1.shape()[1];
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t c = 0; c < in; c++)
+            for (int64_t o = 0; o < out; o++)
+                g[size_t(i * in + c)] += R1.data()[i * out + o] * W1.data()[o * in + c] +
+                                         R2.data()[i * out + o] * W2.data()[o * in + c];
+    return g;
+}
+
+TEST_CASE("autograd: a gradient used twice accumulates (a leaf used by two ops)") {
     Rng rng(4);
-    Tensor x = param({3, 2}, rng), W = Tensor::randn({2, 2}, rng);
-    Tensor a = linear(x, W), b = linear(x, W);
-    Tensor R = Tensor::randn({3, 2}, rng);
-    // L = sum((a ⊙ R)) computed via a linear combination of a and b through one more matmul
-    projection_loss(a, R).backward();
-    std::vector<float> ga = x.grad().to_vector();
-    x.zero_grad();
-    Tensor c = linear(x, W);
-    projection_loss(c, R).backward();
-    CHECK(x.grad().to_vector() == ga);   // same graph, same gradient: deterministic
-    (void)b;
+    Tensor x = param({3, 2}, rng), W1 = Tensor::randn({4, 2}, rng), W2 = Tensor::randn({4, 2}, rng);
+    Tensor R1 = Tensor::randn({3, 4}, rng), R2 = Tensor::randn({3, 4}, rng);
+    add(projection_loss(linear(x, W1), R1), projection_loss(linear(x, W2), R2)).backward();
+    const std::vector<float> want = two_paths_grad(R1, W1, R2, W2), got = x.grad().to_vector();
+    for (size_t i = 0; i < want.size(); i++) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-5));
+}
+
+TEST_CASE("autograd: a gradient used twice accumulates (an op's output used by two ops)") {
+    // h = x·I is an interior node: its two consumers' gradients must add up in the node's dy
+    // before h's own backward runs, and reach x through it.
+    Rng rng(14);
+    Tensor x = param({3, 2}, rng), I = Tensor::zeros({2, 2});
+    I.data()[0] = I.data()[3] = 1.f;
+    Tensor W1 = Tensor::randn({4, 2}, rng), W2 = Tensor::randn({4, 2}, rng);
+    Tensor R1 = Tensor::randn({3, 4}, rng), R2 = Tensor::randn({3, 4}, rng);
+    Tensor h = linear(x, I);
+    add(projection_loss(linear(h, W1), R1), projection_loss(linear(h, W2), R2)).backward();
+    const std::vector<float> want = two_paths_grad(R1, W1, R2, W2), got = x.grad().to_vector();
+    for (size_t i = 0; i < want.size(); i++) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-5));
 }
 
 TEST_CASE("autograd: backward twice through the same graph is a clear error") {
