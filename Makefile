@@ -13,7 +13,10 @@ BLAS_DIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
 LDLIBS   += -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lfmt -fopenmp $(SAN)
 PKGS     := g++ make libopenblas-openmp-dev doctest-dev libfmt-dev nlohmann-json3-dev libcli11-dev
 
-LIB_SRC  := $(wildcard engine/*.cpp data/*.cpp models/*.cpp peft/*.cpp)
+# engine/openblas_core.cpp is linked into the programs, not the library (its Note says why;
+# `make OPENBLAS_CORE=` leaves it out).
+OPENBLAS_CORE ?= $(BUILD)/obj/engine/openblas_core.o
+LIB_SRC  := $(filter-out engine/openblas_core.cpp,$(wildcard engine/*.cpp data/*.cpp models/*.cpp peft/*.cpp))
 CLI_SRC  := $(wildcard cli/*.cpp)
 TEST_SRC := $(wildcard tests/*.cpp)
 obj = $(patsubst %.cpp,$(BUILD)/obj/%.o,$(1))
@@ -49,13 +52,16 @@ compare: $(BUILD)/peft
 	$(pretrain_base)
 	./$(BUILD)/peft compare --base $(BASE_CKPT) --data $(TASK) --steps $(CMP_STEPS) --out $(RUNS)/compare
 
-# `make bench REFERENCE="python3 ref.py"` also runs a reference implementation of the same model
-# after each of ours (see `peft bench --help`, --reference) and adds its figures to the table;
-# REPEATS=3 runs every pair three times, alternating, and reports medians (--repeats);
-# METHODS=full,lora,ia3,adapter,prefix,prompt picks the methods (--methods).
+# `make bench`: bench/suite.py times `peft bench` at three model shapes (tiny, small, GPT-2) for
+# METHODS (default full,lora; any of full,lora,ia3,adapter,prefix,prompt) and CONFIGS (default
+# tiny,small,gpt2). REFERENCE=1 runs bench/torch_reference.py (needs Debian's python3-torch) after
+# each of ours and adds its figures; REPEATS=3 runs every pair three times, alternating, and
+# reports medians. PYTHON is Debian's python3, where python3-torch installs.
+PYTHON ?= /usr/bin/python3
 bench: $(BUILD)/peft
-	./$(BUILD)/peft bench --suite --threads 2 $(if $(REFERENCE),--reference '$(REFERENCE)') $(if $(REPEATS),--repeats $(REPEATS)) \
-	  $(if $(METHODS),--methods $(METHODS))
+	$(PYTHON) bench/suite.py --peft ./$(BUILD)/peft --threads 2 $(if $(METHODS),--methods $(METHODS)) \
+	  $(if $(CONFIGS),--configs $(CONFIGS)) $(if $(REPEATS),--repeats $(REPEATS)) \
+	  $(if $(REFERENCE),--reference "$(PYTHON) bench/torch_reference.py")
 
 bench-engine: $(BUILD)/peft
 	./$(BUILD)/peft bench-engine --threads 2
@@ -75,10 +81,10 @@ $(BUILD)/obj/%.o: %.cpp | $(BUILD)/.deps
 $(BUILD)/libpeft.a: $(call obj,$(LIB_SRC))
 	ar rcs $@ $^
 
-$(BUILD)/peft: $(call obj,$(CLI_SRC)) $(BUILD)/libpeft.a
+$(BUILD)/peft: $(call obj,$(CLI_SRC)) $(OPENBLAS_CORE) $(BUILD)/libpeft.a
 	$(CXX) $^ -o $@ $(LDLIBS)
 
-$(BUILD)/tests: $(call obj,$(TEST_SRC)) $(BUILD)/libpeft.a
+$(BUILD)/tests: $(call obj,$(TEST_SRC)) $(call obj,cli/op_profile.cpp) $(OPENBLAS_CORE) $(BUILD)/libpeft.a
 	$(CXX) $^ -o $@ $(LDLIBS)
 
 # The CLI tests (tests/test_cli.cpp) run the real program named by PEFT_BIN.

@@ -2,7 +2,7 @@
 #include "autograd.h"
 #include <unordered_map>
 #include "check.h"
-#include "profile.h"
+#include "profile_hook.h"
 
 static thread_local bool g_grad_enabled = true;
 bool GradMode::enabled() { return g_grad_enabled; }
@@ -11,7 +11,7 @@ void GradMode::set(bool on) { g_grad_enabled = on; }
 bool needs_grad(const Tensor& t) { return GradMode::enabled() && t.defined() && t.requires_grad(); }
 
 bool record(Tensor& y, const char* name, std::initializer_list<Tensor> inputs, BackwardFn fn) {
-    if (profile_on()) profile_forward(name);   // Note [Op profile]
+    if (profile_hook) profile_hook->op(name, ProfileHook::Forward);   // Note [Profiling hook]
     bool any = false;
     for (const Tensor& x : inputs) any = any || needs_grad(x);
     if (!any) return false;   // no trainable input upstream: no node (Note [Frozen tensors ...] 2)
@@ -103,9 +103,8 @@ void backward(const Tensor& loss) {
             impl->shape = n->out_shape;
             impl->storage = n->dy;
             Grads g(*n);
-            if (profile_on()) profile_mark();
             n->fn(Tensor(std::move(impl)), g);
-            if (profile_on()) profile_backward(n->name);   // Note [Op profile]
+            if (profile_hook) profile_hook->op(n->name, ProfileHook::Backward);
         }
         n->fn = nullptr;   // frees the saved tensors now, not when the loss goes away
         n->dy.reset();     // and this node's output gradient

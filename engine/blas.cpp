@@ -4,40 +4,11 @@
 #include <omp.h>
 #include <algorithm>
 #include <limits>
-#include <cstdlib>
 #include "check.h"
 #include "parallel.h"
-#include "profile.h"
+#include "profile_hook.h"
 
 extern "C" char* openblas_get_corename(void);
-
-// Note [OpenBLAS kernel on AVX-512 AMD CPUs]
-// OpenBLAS built with DYNAMIC_ARCH (Debian's) picks its kernels from the CPU model number when
-// the library loads. A release older than the CPU (0.3.21 in Debian 12 on a Zen 5 EPYC) does not
-// know its AMD family and falls back to the AVX2 "Haswell" kernels, although the CPU runs
-// AVX-512 at full width: sgemm then reaches about half the machine's rate (measured here on a
-// Zen 5 EPYC, 2 threads, n = 2048: Haswell 188-199 GFLOP/s, SkylakeX 363-372). Newer OpenBLAS
-// treats these CPUs as their Intel AVX-512 counterparts, Cooperlake when bfloat16 is there and
-// SkylakeX otherwise; so do we, through OpenBLAS's own override, the OPENBLAS_CORETYPE
-// environment variable. It is read by the library's initialiser, which runs before any
-// constructor of ours, so it is set from .preinit_array, which the loader runs before the
-// initialisers of shared libraries. A user's own OPENBLAS_CORETYPE is never replaced, and the
-// variable is inherited by child processes, so a reference trainer run by `peft bench --suite
-// --reference` uses the same kernels. Under valgrind, which hides AVX-512 from CPUID, nothing
-// is set. blas_core() reports the kernels in use.
-static void choose_openblas_core() {
-    __builtin_cpu_init();   // needed this early, before any constructor has run
-    const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                        __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512bw") &&
-                        __builtin_cpu_supports("avx512vl");
-    if (__builtin_cpu_is("amd") && avx512)
-        setenv("OPENBLAS_CORETYPE", __builtin_cpu_supports("avx512bf16") ? "Cooperlake" : "SkylakeX", 0);
-}
-__attribute__((section(".preinit_array"), used)) static void (*const choose_openblas_core_at_load)() =
-    choose_openblas_core;
-// The C library rebuilds the environment after .preinit_array has run; setting the variable
-// again from an ordinary initialiser keeps it for getenv and for child processes.
-static const bool openblas_core_kept = (choose_openblas_core(), true);
 
 const char* blas_core() { return openblas_get_corename(); }
 
@@ -51,8 +22,7 @@ void gemm_ld(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, c
                  "gemm: leading dimensions lda={} ldb={} ldc={} too small for M={} N={} K={}", lda, ldb, ldc, M,
                  N, K);
     if (M == 0 || N == 0) return;
-    if (gemm_watched())   // Note [Op profile], Note [GEMM floor]
-        profile_gemm({ta, tb, M, N, K, lda, ldb, ldc, beta, omp_get_level() > 0});
+    if (profile_hook) profile_hook->gemm_flop(2.0 * double(M) * double(N) * double(K));   // Note [Profiling hook]
     if (K == 0) {   // the sum over k is empty: C = beta C (BLAS would skip this too, but be explicit)
         for (int64_t i = 0; i < M; i++)
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];

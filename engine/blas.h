@@ -19,5 +19,6 @@ void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, cons
 void gemm_ld(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
              const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
-// The OpenBLAS kernels in use, e.g. "SkylakeX" (Note [OpenBLAS kernel on AVX-512 AMD CPUs]).
+// The OpenBLAS kernels in use, e.g. "SkylakeX" (see Note [OpenBLAS kernel on AVX-512 AMD CPUs] in
+// engine/openblas_core.cpp).
 const char* blas_core();
