@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include "engine/fileio.h"
 #include "engine/parallel.h"
+#include "engine/reference_ops.h"
 
 // ---- numeric flags
 
@@ -93,6 +94,8 @@ static void apply_json_config(CLI::App& cmd, const std::string& file) {
 void CommonFlags::add(CLI::App& cmd) {
     add_number(&cmd, "--threads", threads, "threads for OpenMP and OpenBLAS (default: OMP_NUM_THREADS or all cores)", 1, 1024);
     add_number(&cmd, "--seed", seed, "random seed")->capture_default_str();
+    cmd.add_flag("--reference_ops", reference_ops,
+                 "run the plain versions of the fast ops (slow; the same results), as PEFT_REFERENCE_OPS=1 does");
     cmd.add_option_function<std::string>("--config", [&cmd](const std::string& file) { apply_json_config(cmd, file); },
                                          "JSON file with flags as keys, e.g. {\"steps\": 200, \"target_modules\": [\"q_proj\"]}")
         ->configurable(false);
@@ -124,6 +127,7 @@ static void warn_if_busy() {
 
 void CommonFlags::apply() const {
     if (threads > 0) set_num_threads(threads);
+    if (reference_ops) set_reference_ops(true);
     warn_if_busy();
 }
 

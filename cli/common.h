@@ -39,8 +39,9 @@ CLI::Option* add_number(CLI::App* cmd, const std::string& flag, T& value, const 
 struct CommonFlags {
     int threads = 0;
     uint64_t seed = 1337;
+    bool reference_ops = false;   // --reference_ops: the plain ops (Note [Reference ops], engine/reference_ops.h)
     void add(CLI::App& cmd);
-    void apply() const;   // sets the thread count
+    void apply() const;   // sets the thread count and the ops
 };
 
 // Registration of each subcommand (one file each under cli/).

@@ -1,4 +1,6 @@
 // engine/ops_attention.cpp — causal self-attention with optional prefix keys, as batched GEMMs.
+// Read first: the same math as plain loops, forward and backward, reference::causal_attention
+// in engine/reference_ops.cpp (Note [Reference ops]).
 //
 // q, k and v come as the projections give them, (B, T, C) with C = H·D: head h is the D columns
 // [h·D, (h+1)·D) of every row, and the GEMMs read it in place (a row stride of C), so heads are
@@ -25,6 +27,7 @@
 #include "blas.h"
 #include "ops.h"
 #include "parallel.h"
+#include "reference_ops.h"
 #include "row_kernels.h"
 
 static constexpr int64_t kRowBlock = 64;
@@ -73,6 +76,7 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64
                  "causal_attention: q {}, k {} and v {} with n_head {} and n_prefix {} do not match (need q (B,T,C) "
                  "with T ≥ 1 and C divisible by n_head, and k, v (B,n_prefix+T,C))",
                  q.shape().str(), k.shape().str(), v.shape().str(), n_head, n_prefix);
+    if (reference_ops()) return reference::causal_attention(q, k, v, n_head, n_prefix, scale);
     const int64_t B = q.size(0), T = q.size(1), C = q.size(2), H = n_head, D = C / H, P = n_prefix, Tk = P + T;
     const int64_t last = (T - 1) / kRowBlock * kRowBlock;   // the start of the last block of rows
     const bool need_q = needs_grad(q), need_k = needs_grad(k), need_v = needs_grad(v);

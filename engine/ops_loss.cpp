@@ -10,6 +10,7 @@
 #include <vector>
 #include "blas.h"
 #include "ops.h"
+#include "reference_ops.h"
 #include "row_kernels.h"
 
 // "[b, t]" for (B,T) targets, "[r]" for (N) ones: where a bad target sits, for the error message.
@@ -33,6 +34,7 @@ static int64_t count_targets(const char* op, const Tensor& targets, int64_t V, i
 }
 
 // Mean over the non-ignored rows of logsumexp(logits_r) − logits_r[target_r].  -> (1)
+// Read first: the plain loops of reference::cross_entropy (engine/reference_ops.cpp).
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index) {
     Shape rows_shape = logits.shape();   // what targets must be: the logits' shape without V
     if (rows_shape.ndim > 0) rows_shape.ndim--;
@@ -47,6 +49,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
     const int64_t V = logits.shape().back(), N = targets.numel();
     const int32_t* tp = targets.idata();
     const int64_t n_valid = count_targets("cross_entropy", targets, V, ignore_index);
+    if (reference_ops()) return reference::cross_entropy(logits, targets, ignore_index);
 
     // stats[r] = (row max, log Σ exp(z − max)): logsumexp = their sum, kept apart so a huge max
     // does not swallow the small log term when the backward recomputes exp(z − max − log Σ).
@@ -102,6 +105,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
 // row's loss, and keeps that one matrix: the backward is two GEMMs scaled by dy. The same
 // values as cross_entropy(linear(x, W), targets), with half the memory and no second pass.
 
+// Read first: reference::linear_cross_entropy (engine/reference_ops.cpp), the unfused
+// composition cross_entropy(linear(x, W), targets).
 // x: (..., C)  W: (V, C)  targets: x's shape without C  ->  (1)
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& W, const Tensor& targets, int32_t ignore_index) {
     Shape rows_shape = x.shape();   // what targets must be: x's shape without C
@@ -116,6 +121,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& W, const Tensor& targ
     const int64_t V = W.size(0), C = W.size(1), N = targets.numel();
     const int32_t* tp = targets.idata();
     const int64_t n_valid = count_targets("linear_cross_entropy", targets, V, ignore_index);
+    if (reference_ops()) return reference::linear_cross_entropy(x, W, targets, ignore_index);
     const bool need = needs_grad(x) || needs_grad(W);
 
     Tensor Z = Tensor::empty({N, V});   // the logits; with a backward to come, (softmax − onehot) / n

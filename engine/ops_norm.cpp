@@ -8,15 +8,18 @@
 #include <cmath>
 #include <vector>
 #include "ops.h"
+#include "reference_ops.h"
 #include "row_kernels.h"
 
 // Over the last dim C: y = (x - mean) / sqrt(var + eps) ⊙ w + b.  x: (..., C)  w: (C)  b: (C) or undefined
+// Read first: the plain loops of reference::layernorm (engine/reference_ops.cpp).
 Tensor layernorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps) {
     const int64_t C = x.ndim() ? x.shape().back() : 0;
     ENGINE_CHECK(C > 0 && w.ndim() == 1 && w.size(0) == C && (!b.defined() || b.shape() == w.shape()), ShapeError,
                  "layernorm: x {}, w {} and b {} do not match (w and b must be [{}], the last dim of x)",
                  x.shape().str(), w.shape().str(), b.defined() ? b.shape().str() : "none", C);
     ENGINE_CHECK(eps > 0, ValueError, "layernorm: eps must be positive, got {}", eps);
+    if (reference_ops()) return reference::layernorm(x, w, b, eps);
     const int64_t rows = x.numel() / C;
 
     Tensor y = Tensor::empty(x.shape()), mean = Tensor::empty({rows}), rstd = Tensor::empty({rows});

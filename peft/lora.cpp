@@ -8,7 +8,8 @@
 // model is bitwise the base model (see the identity test in tests/test_lora.cpp).
 //
 // The branch runs as one fused op, lora_linear (below), whose backward computes dx, dA and dB
-// and never touches the frozen W and b. Dropout acts on the branch's input only.
+// and never touches the frozen W and b. Dropout acts on the branch's input only. Read first its
+// plain version, the same y as composed engine ops: peft/lora_reference.cpp.
 //
 // Merging folds the update into the base, W ← W + s·(B A), computed exactly as HF PEFT does
 // (B A in float32, times s, added to W). Deviation from HF: unmerge restores the copy of W
@@ -16,12 +17,14 @@
 // (each step rounds), so HF's unmerge drifts; the copy costs out·in floats per target while
 // merged and makes merge → unmerge a bit-for-bit round trip. While merged the Linear wrap is
 // removed, so the forward is the plain base forward on the merged W. (That bookkeeping, shared
-// with IA³, is MergeableMethod in peft.h; this file says how to wrap and how to merge.)
+// with IA³, is MergeableMethod in peft/method.h; this file says how to wrap and how to merge.)
 #include "lora.h"
 #include <algorithm>
 #include <cmath>
 #include "engine/blas.h"
 #include "engine/kernels.h"
+#include "engine/reference_ops.h"
+#include "lora_reference.h"
 #include "methods.h"
 
 // ---- the fused op
@@ -44,6 +47,7 @@ Tensor lora_linear(const Tensor& x, const Tensor& W, const Tensor& b, const Tens
     ENGINE_CHECK(p >= 0.f && p < 1.f, ValueError, "lora_linear: dropout p must be in [0, 1), got {}", p);
     ENGINE_CHECK(!needs_grad(W) && !needs_grad(b), ValueError,
                  "lora_linear: the base weight and bias must be frozen (this op never computes their gradient)");
+    if (reference_ops()) return reference::lora_linear(x, W, b, A, B, s, p, training, rng);
 
     // xd = drop(x), the branch's input; without dropout it is x itself (no copy).
     const bool drop = training && p > 0.f;
@@ -128,7 +132,7 @@ struct LoraConfig {
 
     float scaling() const { return float(use_rslora ? lora_alpha / std::sqrt(double(r)) : lora_alpha / double(r)); }
 
-    // HF field names and defaults; every bad value is reported in one ValueError (ConfigReader, peft.h).
+    // HF field names and defaults; every bad value is reported in one ValueError (ConfigReader, peft/config_reader.h).
     static LoraConfig from_json(const json& j) {
         LoraConfig c;
         ConfigReader f(j, "LORA");

@@ -3,7 +3,7 @@
 // what it costs in parameters, and that training, disabling, saving and loading behave.
 #include <cmath>
 #include "peft_helpers.h"
-#include "reference/naive_gpt.h"
+#include "models/reference_gpt.h"
 
 namespace {
 

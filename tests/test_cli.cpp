@@ -353,6 +353,20 @@ TEST_CASE("cli: bench trains B·T real tokens a step with every method; virtual 
     }
 }
 
+TEST_CASE("cli: --reference_ops runs the plain ops (Note [Reference ops]): the profile names them") {
+    const Run r = peft("bench --n_layer 1 --n_head 2 --n_embd 16 --block 16 --batch 2 --steps 1 --warmup_steps 0 "
+                       "--threads 1 --method lora --profile --json --reference_ops");
+    INFO("stderr: " << r.err);
+    REQUIRE(r.code == 0);
+    const nlohmann::json j = last_json(r), &p = j["profile_ms_per_step"];
+    for (const char* op : {"reference_causal_attention", "reference_layernorm", "reference_cross_entropy"}) {
+        CAPTURE(op);
+        CHECK(p.contains(op));
+    }
+    CHECK_FALSE(p.contains("causal_attention"));
+    CHECK_FALSE(p.contains("lora_linear"));   // LoRA as composed linears
+}
+
 // Running a suite of shapes and methods against a reference is bench/suite.py's work (it drives
 // `peft bench --json`); the program itself times one configuration.
 TEST_CASE("cli: bench times one configuration: the suite flags are the script's, not the program's") {

@@ -1,7 +1,7 @@
 // tests/test_gpt.cpp — the GPT against an independent double-precision reference, and its contracts.
 #include <cmath>
 #include "helpers.h"
-#include "reference/naive_gpt.h"
+#include "models/reference_gpt.h"
 
 TEST_SUITE("gpt") {
 

@@ -3,7 +3,7 @@
 // that every query sees them, what they cost, and that training, saving and loading behave.
 #include <cmath>
 #include "peft_helpers.h"
-#include "reference/naive_gpt.h"
+#include "models/reference_gpt.h"
 
 namespace {
 

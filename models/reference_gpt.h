@@ -1,7 +1,13 @@
-// tests/reference/naive_gpt.h — an independent GPT forward in double precision, plain loops.
+// models/reference_gpt.h — the GPT forward of models/gpt.cpp as plain loops in double precision.
 //
-// It shares nothing with the engine but the parameter values: no ops, no GEMM, no autograd.
-// Used to check the engine's logits and loss (and LoRA merges / prefix rows) on tiny configs.
+// Read it beside models/gpt.cpp: the same model (embeddings, pre-LayerNorm blocks of causal
+// attention and a GELU MLP, final LayerNorm, LM head tied to the token embedding), written out
+// with no engine at all: no ops, no GEMM, no autograd, only the parameter values. Tests check
+// the engine's logits and loss against it (tests/test_gpt.cpp), and a LoRA merge and prefix
+// rows (tests/test_adapter.cpp, tests/test_prefix_tuning.cpp).
+// Its backward, as plain as this: every fast op's plain twin with its backward beside it
+// (engine/reference_ops.cpp, Note [Reference ops]); tests/test_reference_ops.cpp trains the
+// model on those and gets the fast ops' results.
 #pragma once
 #include <cmath>
 #include <functional>
