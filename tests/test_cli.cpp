@@ -1,5 +1,5 @@
 // tests/test_cli.cpp — the real `peft` program on bad command lines and bad files
-// (RELIABILITY.md §6 table C), and one round trip: pretrain -> LoRA fine-tune -> eval with
+// (docs/FAILURES.md table C), and one round trip: pretrain -> LoRA fine-tune -> eval with
 // the adapter -> merge -> forward. PEFT_BIN names the program (default build/peft; `make test`
 // sets it). Exit codes, from cli/main.cpp: 0 ok, 1 an error (one line "error: ..." on stderr),
 // 2 a command line CLI11 rejects (its message names the flag).

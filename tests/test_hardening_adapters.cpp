@@ -1,5 +1,5 @@
 // tests/test_hardening_adapters.cpp — untrusted adapter folders and adapter configs, as
-// RELIABILITY.md §6 table B lists them.
+// docs/FAILURES.md table B lists them.
 // Every test asserts the error class and a fragment of the message, which must name the file,
 // tensor, field or value at fault; "never a crash" means any other exception fails.
 #include <filesystem>

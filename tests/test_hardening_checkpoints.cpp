@@ -1,5 +1,5 @@
 // tests/test_hardening_checkpoints.cpp — untrusted and damaged model checkpoints, as
-// RELIABILITY.md §6 lists them (A15 truncation, A20 NaN/Inf, D4 bit flips), and missing,
+// docs/FAILURES.md table A lists them (truncation, bit flips, NaN/Inf), and missing,
 // extra or inconsistent contents.
 // Every test asserts the error class and a fragment of the message, which must name the file,
 // tensor, field or value at fault; "never a crash" means any other exception fails.

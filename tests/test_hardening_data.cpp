@@ -1,4 +1,4 @@
-// tests/test_hardening_data.cpp — bad datasets and configs, as RELIABILITY.md §6 table C
+// tests/test_hardening_data.cpp — bad datasets and configs, as docs/FAILURES.md table C
 // lists them: missing, empty, binary, non-UTF-8 and too-short datasets, characters outside the
 // vocabulary, and invalid model and training configs.
 // Every test asserts the error class and a fragment of the message, which must name the file,

@@ -1,4 +1,4 @@
-// tests/test_hardening_faults.cpp — faults on disk, as RELIABILITY.md §6 table D lists them: a
+// tests/test_hardening_faults.cpp — faults on disk, as docs/FAILURES.md table D lists them: a
 // process SIGKILLed while saving, and a full disk. (NaN, extreme inputs and reproducibility
 // are in test_hardening_training.cpp.)
 //

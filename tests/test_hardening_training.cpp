@@ -1,4 +1,4 @@
-// tests/test_hardening_training.cpp — faults in training, as RELIABILITY.md §6 tables D and E
+// tests/test_hardening_training.cpp — faults in training, as docs/FAILURES.md tables D and E
 // list them: NaN in the loss or in one gradient, extreme logits, constant LayerNorm rows, and
 // reproducibility of a seeded run (same seed, other seed, 1 and 2 threads).
 #include <cmath>
