@@ -16,6 +16,11 @@ static json lora_config(const json& extra = json::object()) {
     return c;
 }
 static const std::string kQ = "base_model.model.transformer.h.0.attn.q_proj";
+// HF's defaults, and the lesson model's width (tests/peft_helpers.h): what the numbers below are.
+constexpr int64_t kDefaultR = 8;
+constexpr double kDefaultAlpha = 16;
+constexpr double kDefaultScale = kDefaultAlpha / kDefaultR;   // s = lora_alpha / r = 2
+static const int64_t kWidth = lesson_config().n_embd;          // C = 16: every q_proj is C × C
 
 // ---- the method on the tiny GPT
 
@@ -25,7 +30,7 @@ TEST_CASE("lora: the config has HF's field names; r 8, alpha 16, dropout 0.05 on
     auto lora = make_lora(lora_config(), *m, rng);
     json c = lora->config_json();
     CHECK(c["r"] == 8);
-    CHECK(c["lora_alpha"] == 16.0);
+    CHECK(c["lora_alpha"] == kDefaultAlpha);
     CHECK(c["lora_dropout"] == 0.05);
     CHECK(c["target_modules"] == json({"q_proj", "v_proj"}));
     CHECK(c["use_rslora"] == false);
@@ -56,10 +61,10 @@ TEST_CASE("lora: the trainable count is r·(in + out) per target, 4·L·r·C for
     Rng rng(3);
     auto lora = make_lora(lora_config(), *m, rng);
     CHECK(m->params.count(true) == 0);   // the whole base is frozen
-    CHECK(lora->params.count(true) == 4 * c.n_layer * 8 * c.n_embd);   // q and v: 2 · r(C + C) per layer
+    CHECK(lora->params.count(true) == 2 * c.n_layer * kDefaultR * (c.n_embd + c.n_embd));   // q and v: r(in + out) each
     CHECK(lora->expected_params(c) == lora->params.count(true));
-    CHECK(lora->params.get(kQ + ".lora_A.weight").shape() == Shape{8, 16});
-    CHECK(lora->params.get(kQ + ".lora_B.weight").shape() == Shape{16, 8});
+    CHECK(lora->params.get(kQ + ".lora_A.weight").shape() == Shape{kDefaultR, kWidth});   // A: (r, in)
+    CHECK(lora->params.get(kQ + ".lora_B.weight").shape() == Shape{kWidth, kDefaultR});   // B: (out, r)
 
     // Every Linear: q, k, v, o have in + out = 2C, fc_in and fc_out 5C: 18·L·r·C in all.
     auto m2 = lesson_model();
@@ -73,7 +78,7 @@ TEST_CASE("lora: A starts kaiming-uniform in (-1/sqrt(in), 1/sqrt(in)) and B at 
     auto m = lesson_model();
     Rng rng(4);
     auto lora = make_lora(lora_config(), *m, rng);
-    const float bound = 1.f / std::sqrt(16.f);
+    const float bound = 1.f / std::sqrt(float(kWidth));   // 1/√in
     float lo = 1, hi = -1;
     for (float a : lora->params.get(kQ + ".lora_A.weight").to_vector()) lo = std::min(lo, a), hi = std::max(hi, a);
     CHECK(lo >= -bound);
@@ -268,7 +273,7 @@ TEST_CASE("lora: merged logits equal the unmerged ones, and unmerge restores W b
     pm.add("default", make_lora(lora_config(), *m, rng));
     Method& lora = *pm.active();
     train_method(*m, lora, 10);   // B is no longer zero
-    CHECK(lora.params.get(kQ + ".lora_B.weight").to_vector() != std::vector<float>(128, 0.f));
+    CHECK(lora.params.get(kQ + ".lora_B.weight").to_vector() != std::vector<float>(size_t(kWidth * kDefaultR), 0.f));
     ToyBatch b = lesson_batch();
     const std::vector<float> adapted = m->forward(b.ids).to_vector();
     const uint64_t base = base_checksum(*m);
@@ -280,9 +285,11 @@ TEST_CASE("lora: merged logits equal the unmerged ones, and unmerge restores W b
     // W' = W + (alpha/r)·B A, here checked in double
     Tensor A = lora.params.get(kQ + ".lora_A.weight"), B = lora.params.get(kQ + ".lora_B.weight");
     std::vector<double> expect(W0.begin(), W0.end());
-    for (int64_t o = 0; o < 16; o++)
-        for (int64_t i = 0; i < 16; i++)
-            for (int64_t k = 0; k < 8; k++) expect[size_t(o * 16 + i)] += 2.0 * B.data()[o * 8 + k] * A.data()[k * 16 + i];
+    const int64_t C = kWidth, r = kDefaultR;
+    for (int64_t o = 0; o < C; o++)
+        for (int64_t i = 0; i < C; i++)
+            for (int64_t k = 0; k < r; k++)
+                expect[size_t(o * C + i)] += kDefaultScale * B.data()[o * r + k] * A.data()[k * C + i];
     std::string why;
     CHECK_MESSAGE(allclose(m->h[0].attn.q_proj.weight.to_vector(), expect, 1e-6, 1e-7, &why), why);
     // float rounding only: merged and unmerged forwards differ in the order of additions
