@@ -1,11 +1,14 @@
-// cli/cmd_use.cpp — using a trained model: `generate`, `eval`, `forward`, `merge`, `inspect`.
-// Each takes --model CKPT and, where it applies, --adapter DIR (several: the last is active).
+// cli/cmd_use.cpp — using a trained model: `generate`, `eval`, `forward`, `merge`, `inspect`, `export`.
+// Each takes --model (a checkpoint or a Hugging Face GPT-2 folder) and, where it applies,
+// --adapter DIR (several: the last is active).
+#include <chrono>
 #include <cmath>
 #include <sys/stat.h>
 #include "common.h"
 #include "engine/fileio.h"
 #include "engine/safetensors.h"
 #include "models/checkpoint.h"
+#include "models/hf_gpt2.h"
 #include "models/train.h"
 #include "data/generate.h"
 #include "peft/peft.h"
@@ -33,12 +36,12 @@ struct UseFlags {
     std::vector<std::string> adapters;
     int64_t max_new = 200, top_k = 20, batch = 16, eval_iters = 20, accuracy_examples = 200;
     float temperature = 0.8f;
-    bool json_out = false;
+    bool json_out = false, no_cache = false;
 };
 
 void add_model_flags(CLI::App* cmd, UseFlags& f, bool adapters = true) {
     f.common.add(*cmd);
-    cmd->add_option("--model", f.model, "model checkpoint (model.safetensors)")->required();
+    cmd->add_option("--model", f.model, "model checkpoint (model.safetensors) or Hugging Face GPT-2 folder")->required();
     if (adapters) cmd->add_option("--adapter", f.adapters, "adapter folder(s); the last one is active");
 }
 
@@ -47,8 +50,13 @@ void run_generate(UseFlags& f) {
     Loaded l = load_model(f.model, f.adapters);
     Rng rng(f.common.seed);
     std::vector<int32_t> ids = l.ck.tokenizer.encode(f.prompt);
-    std::vector<int32_t> out = l.ck.model->generate(ids, f.max_new, f.temperature, f.top_k, rng);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<int32_t> out = l.ck.model->generate(ids, f.max_new, f.temperature, f.top_k, rng, !f.no_cache);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     fmt::print("{}\n", l.ck.tokenizer.decode(out));
+    std::fflush(stdout);
+    fmt::print(stderr, "{} tokens in {:.2f} s: {:.1f} tokens/s ({})\n", f.max_new, s, s > 0 ? double(f.max_new) / s : 0.0,
+               f.no_cache ? "no cache: the whole context every token" : "KV cache");
 }
 
 void run_eval(UseFlags& f) {
@@ -108,9 +116,25 @@ void run_merge(UseFlags& f) {
                f.model, f.out, worst);
 }
 
+// A Hugging Face model folder: its config as this engine reads it, and the tensors of its
+// model.safetensors (names, dtypes, shapes) from the header alone.
+void inspect_hf_folder(const std::string& path) {
+    const GPTConfig c = read_hf_gpt2_config(path + "/config.json");
+    fmt::print("Hugging Face GPT-2 folder {}\nmodel config: {}\n", path, c.to_json());
+    SafeTensorsFile st(path + "/model.safetensors");
+    int64_t total = 0;
+    fmt::print("{}: {} tensors\n", st.path(), st.tensors().size());
+    for (const TensorInfo& t : st.tensors()) {
+        fmt::print("  {:<60} {} {}\n", t.name, t.dtype, t.shape.str());
+        total += t.shape.numel();
+    }
+    fmt::print("{} values in all\n", total);
+}
+
 void run_inspect(const std::string& path) {
     struct stat st{};
     ENGINE_CHECK(stat(path.c_str(), &st) == 0, FileError, "{}: no such file or folder", path);
+    if (is_hf_folder(path)) return inspect_hf_folder(path);
     std::string file = path;
     if (S_ISDIR(st.st_mode)) {
         const std::string cfg = path + "/adapter_config.json";
@@ -128,7 +152,36 @@ void run_inspect(const std::string& path) {
     for (auto& [k, v] : s.metadata) fmt::print("  {}: {}\n", k, v.size() > 300 ? v.substr(0, 300) + "..." : v);
 }
 
+// The base (with the adapter merged, when one is given) as a Hugging Face GPT-2 folder.
+void run_export(UseFlags& f) {
+    f.common.apply();
+    ENGINE_CHECK(f.adapters.size() <= 1, ValueError, "export takes at most one --adapter, got {}", f.adapters.size());
+    struct stat a{}, b{};
+    ENGINE_CHECK(!(stat(f.model.c_str(), &a) == 0 && stat(f.out.c_str(), &b) == 0 && a.st_dev == b.st_dev &&
+                   a.st_ino == b.st_ino),
+                 ValueError, "--out {} is the --model folder: export writes a new folder, never over its input", f.out);
+    Loaded l = load_model(f.model, f.adapters);
+    if (Method* m = l.peft->active()) {
+        ENGINE_CHECK(m->can_merge(), ValueError,
+                     "{} adapters cannot be merged into the base weights, so they cannot be exported into a GPT-2 "
+                     "folder (only LORA and IA3 can)", m->peft_type());
+        m->merge(*l.ck.model);
+    }
+    export_hf_gpt2(f.out, *l.ck.model, l.ck.tokenizer);
+    fmt::print("wrote {}: config.json, model.safetensors ({} parameters{}){}\n", f.out, l.ck.model->params.count(),
+               f.adapters.empty() ? "" : ", adapter merged",
+               l.ck.tokenizer.kind() == Tokenizer::Kind::Byte ? "" : ", tokenizer files");
+}
+
 }  // namespace
+
+void add_export_command(CLI::App& app) {
+    auto f = std::make_shared<UseFlags>();
+    CLI::App* cmd = app.add_subcommand("export", "write a model (adapter merged) as a Hugging Face GPT-2 folder");
+    add_model_flags(cmd, *f);
+    cmd->add_option("--out", f->out, "output folder (config.json, model.safetensors, tokenizer files)")->required();
+    cmd->callback([f]() { run_export(*f); });
+}
 
 void add_generate_command(CLI::App& app) {
     auto f = std::make_shared<UseFlags>();
@@ -138,6 +191,7 @@ void add_generate_command(CLI::App& app) {
     add_number(cmd, "--max_new", f->max_new, "tokens to sample", 0, 1 << 20)->capture_default_str();
     add_number(cmd, "--temperature", f->temperature, "0 = greedy", 0.0, 100.0)->capture_default_str();
     add_number(cmd, "--top_k", f->top_k, "sample among the k likeliest (0 = all)", 0, 1 << 20)->capture_default_str();
+    cmd->add_flag("--no_cache", f->no_cache, "run the whole context for every new token (the plain path, no KV cache)");
     cmd->callback([f]() { run_generate(*f); });
 }
 
@@ -173,7 +227,7 @@ void add_merge_command(CLI::App& app) {
 void add_inspect_command(CLI::App& app) {
     auto path = std::make_shared<std::string>();
     CLI::App* cmd = app.add_subcommand("inspect", "show what a checkpoint or adapter folder holds");
-    cmd->add_option("path", *path, "a .safetensors file or an adapter folder")->required();
+    cmd->add_option("path", *path, "a .safetensors file, an adapter folder or a Hugging Face GPT-2 folder")->required();
     cmd->callback([path]() { run_inspect(*path); });
 }
 

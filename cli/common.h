@@ -51,6 +51,7 @@ void add_eval_command(CLI::App& app);
 void add_forward_command(CLI::App& app);
 void add_merge_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
+void add_export_command(CLI::App& app);
 void add_bench_engine_command(CLI::App& app);
 void add_gen_data_command(CLI::App& app);
 void add_bench_command(CLI::App& app);

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
     add_forward_command(app);
     add_merge_command(app);
     add_inspect_command(app);
+    add_export_command(app);
     add_bench_engine_command(app);
     add_gen_data_command(app);
     add_bench_command(app);

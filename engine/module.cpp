@@ -106,7 +106,7 @@ void Linear::register_params(ParamList& params, const std::string& prefix) {
 
 // ---- LayerNorm
 
-LayerNorm::LayerNorm(int64_t dim_, bool has_bias) : dim(dim_) {
+LayerNorm::LayerNorm(int64_t dim_, bool has_bias, float eps_) : dim(dim_), eps(eps_) {
     ENGINE_CHECK(dim > 0, ValueError, "LayerNorm: dim must be positive, got {}", dim);
     weight = Tensor::full({dim}, 1.f, Mem::Params);
     if (has_bias) bias = Tensor::zeros({dim}, DType::F32, Mem::Params);

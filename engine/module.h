@@ -59,13 +59,13 @@ struct Linear {
     void register_params(ParamList& params, const std::string& prefix);   // prefix + ".weight", ".bias"
 };
 
-// LayerNorm over the last dim: weight 1, bias 0 (bias optional), eps 1e-5.
+// LayerNorm over the last dim: weight 1, bias 0 (bias optional), eps 1e-5 unless given.
 struct LayerNorm {
     int64_t dim = 0;
     float eps = 1e-5f;
     Tensor weight, bias;
     LayerNorm() = default;
-    LayerNorm(int64_t dim, bool has_bias);
+    LayerNorm(int64_t dim, bool has_bias, float eps = 1e-5f);
     Tensor operator()(const Tensor& x) const;   // (..., C) -> (..., C)
     void register_params(ParamList& params, const std::string& prefix);
 };

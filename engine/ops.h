@@ -36,6 +36,7 @@ Tensor reshape(const Tensor& x, const Shape& s);           // same numel, shares
 // Along the sequence axis (dim 1) of (B, T, C) tensors: (B,T1,C),(B,T2,C) -> (B,T1+T2,C)
 Tensor concat_seq(const Tensor& a, const Tensor& b);
 Tensor slice_seq(const Tensor& x, int64_t start, int64_t len);   // (B,T,C) -> (B,len,C), rows start..start+len
+Tensor slice_last(const Tensor& x, int64_t start, int64_t len);  // (..., C) -> (..., len), columns start..start+len
 Tensor repeat_batch(const Tensor& x, int64_t B);           // (1,...) -> (B,...); backward sums over the batch
 // ids: int32 (B,T) in [0,V)  W: (V,C)  ->  (B,T,C); backward scatter-adds rows of dW.
 Tensor embedding(const Tensor& ids, const Tensor& W);

@@ -82,6 +82,32 @@ Tensor slice_seq(const Tensor& x, int64_t start, int64_t len) {
     return y;
 }
 
+// (..., C) -> (..., len): the columns start .. start+len-1 of every row, e.g. q, k or v out of
+// GPT-2's fused (B,T,3C) projection.
+Tensor slice_last(const Tensor& x, int64_t start, int64_t len) {
+    ENGINE_CHECK(x.ndim() >= 1, ShapeError, "slice_last: x {} has no last dim", x.shape().str());
+    const int64_t C = x.shape().back(), rows = C ? x.numel() / C : 0;
+    ENGINE_CHECK(start >= 0 && len >= 0 && start + len <= C, ShapeError,
+                 "slice_last: columns [{}, {}) are outside x {} with {} columns", start, start + len, x.shape().str(), C);
+    Tensor y = Tensor::empty(x.shape().with_back(len));
+    const float* xp = x.data();
+    map_rows(y.data(), rows, len, [xp, C, start, len](int64_t k, int64_t c) { return xp[(k / len) * C + start + c]; });
+    record(y, "slice_last", {x}, [rows, C, start, len](const Tensor& dy, Grads& g) {
+        // forward: y[r, c] = x[r, start + c], so dx[r, start + c] = dy[r, c] and the other columns of dx get 0
+        const float* d = dy.data();
+        GradBuf dx = g.buf(0);
+#pragma omp parallel for schedule(static) if (rows * C >= kParallelMin)
+        for (int64_t r = 0; r < rows; r++) {
+            if (dx.beta == 0.f) {
+                std::fill(dx.p + r * C, dx.p + r * C + start, 0.f);
+                std::fill(dx.p + r * C + start + len, dx.p + (r + 1) * C, 0.f);
+            }
+            acc_row(dx, r * C + start, d + r * len, len);
+        }
+    });
+    return y;
+}
+
 // (1, ...) -> (B, ...): B copies of x, e.g. one learned prompt for every sequence of a batch.
 Tensor repeat_batch(const Tensor& x, int64_t B) {
     ENGINE_CHECK(x.ndim() >= 1 && x.size(0) == 1, ShapeError, "repeat_batch: x {} must have a leading dim of 1",

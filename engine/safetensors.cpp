@@ -7,6 +7,10 @@
 #include <nlohmann/json.hpp>
 #include "check.h"
 #include "fileio.h"
+#include <cerrno>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 using json = nlohmann::json;
 
@@ -113,11 +117,12 @@ std::string show(const json& v) {
 }
 
 struct Entry {
-    std::string name;
-    DType dtype;
+    std::string name, dtype;   // dtype: "F32", "I32", "F16" or "BF16"
     Shape shape;
     uint64_t begin, end, nbytes;
 };
+
+uint64_t element_bytes(const std::string& dtype) { return dtype == "F16" || dtype == "BF16" ? 2 : 4; }
 
 // An integer in [0, limit] from a JSON value, or false.
 bool as_uint(const json& v, uint64_t limit, uint64_t* out) {
@@ -141,10 +146,11 @@ Entry parse_entry(const std::string& file, const std::string& name, const json& 
     const json& dt = v["dtype"];
     ENGINE_CHECK(dt.is_string(), FileError, "{}: tensor '{}': dtype must be a string, got {}", file, name, show(dt));
     const std::string s = dt.get<std::string>();
-    ENGINE_CHECK(s == "F32" || s == "I32" || !is_safetensors_dtype(s), FileError,
+    const bool readable = s == "F32" || s == "I32" || s == "F16" || s == "BF16";
+    ENGINE_CHECK(readable || !is_safetensors_dtype(s), FileError,
                  "{}: tensor '{}': unsupported dtype '{}' (this engine reads F32 and I32)", file, name, s);
-    ENGINE_CHECK(s == "F32" || s == "I32", FileError, "{}: tensor '{}': unknown dtype '{}'", file, name, s);
-    e.dtype = s == "F32" ? DType::F32 : DType::I32;
+    ENGINE_CHECK(readable, FileError, "{}: tensor '{}': unknown dtype '{}'", file, name, s);
+    e.dtype = s;
 
     const json& sh = v["shape"];
     ENGINE_CHECK(sh.is_array(), FileError, "{}: tensor '{}': shape must be an array, got {}", file, name, show(sh));
@@ -160,7 +166,7 @@ Entry parse_entry(const std::string& file, const std::string& name, const json& 
                      "{}: tensor '{}': shape {} overflows (element count above 2^64)", file, name, show(sh));
         e.shape.dims[e.shape.ndim++] = int64_t(x);
     }
-    ENGINE_CHECK(!__builtin_mul_overflow(numel, dtype_bytes(e.dtype), &e.nbytes), FileError,
+    ENGINE_CHECK(!__builtin_mul_overflow(numel, element_bytes(e.dtype), &e.nbytes), FileError,
                  "{}: tensor '{}': shape {} overflows (byte size above 2^64)", file, name, show(sh));
 
     const json& off = v["data_offsets"];
@@ -207,22 +213,30 @@ json parse_header(const std::string& file, const char* p, size_t n) {
     }
 }
 
-}  // namespace
+// The header of a file of `size` bytes whose first 8 + n bytes are at `p` (n read from them):
+// every check of safetensors.h, with F16 and BF16 allowed. Entries in offset order.
+struct Index {
+    std::vector<Entry> entries;
+    std::map<std::string, std::string> metadata;
+    uint64_t data_start;
+};
 
-SafeTensors parse_safetensors(const std::string& bytes, const std::string& file) {
-    const uint64_t size = bytes.size();
+uint64_t header_length(const unsigned char* first8, uint64_t size, const std::string& file) {
     ENGINE_CHECK(size >= 8, FileError, "{}: header too small: file has {} bytes, needs at least 8", file, size);
     uint64_t n = 0;
-    for (int i = 0; i < 8; i++) n |= uint64_t((unsigned char)bytes[size_t(i)]) << (8 * i);
+    for (int i = 0; i < 8; i++) n |= uint64_t(first8[i]) << (8 * i);
     ENGINE_CHECK(n <= kMaxHeaderBytes, FileError, "{}: header too large: {} bytes (limit {})", file, n, kMaxHeaderBytes);
     uint64_t stop;
     ENGINE_CHECK(!__builtin_add_overflow(n, uint64_t(8), &stop) && stop <= size, FileError,
                  "{}: invalid header length {}: the file has only {} bytes", file, n, size);
+    return n;
+}
 
-    const json root = parse_header(file, bytes.data() + 8, size_t(n));
-    SafeTensors st;
-    st.source = file;
-    std::vector<Entry> entries;
+Index parse_index(const char* header, uint64_t n, uint64_t size, const std::string& file) {
+    const json root = parse_header(file, header, size_t(n));
+    Index ix;
+    ix.data_start = 8 + n;
+    std::vector<Entry>& entries = ix.entries;
     for (const auto& kv : root.items()) {
         if (kv.key() != "__metadata__") { entries.push_back(parse_entry(file, kv.key(), kv.value())); continue; }
         ENGINE_CHECK(kv.value().is_object(), FileError, "{}: __metadata__ must be an object of strings, got {}", file,
@@ -230,7 +244,7 @@ SafeTensors parse_safetensors(const std::string& bytes, const std::string& file)
         for (const auto& m : kv.value().items()) {
             ENGINE_CHECK(m.value().is_string(), FileError, "{}: __metadata__ value of '{}' must be a string, got {}",
                          file, m.key(), show(m.value()));
-            st.metadata[m.key()] = m.value().get<std::string>();
+            ix.metadata[m.key()] = m.value().get<std::string>();
         }
     }
 
@@ -238,7 +252,7 @@ SafeTensors parse_safetensors(const std::string& bytes, const std::string& file)
     std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
         return std::tie(a.begin, a.end, a.name) < std::tie(b.begin, b.end, b.name);
     });
-    const uint64_t buffer = size - stop;
+    const uint64_t buffer = size - ix.data_start;
     uint64_t pos = 0;
     for (const Entry& e : entries) {
         ENGINE_CHECK(e.begin == pos && e.end >= e.begin && e.end <= buffer, FileError,
@@ -247,16 +261,30 @@ SafeTensors parse_safetensors(const std::string& bytes, const std::string& file)
                      file, e.name, e.begin, e.end, pos, buffer);
         ENGINE_CHECK(e.end - e.begin == e.nbytes, FileError,
                      "{}: tensor '{}': size mismatch: shape {} of {} needs {} bytes but data_offsets [{}, {}] hold {}",
-                     file, e.name, e.shape.str(), dtype_name(e.dtype), e.nbytes, e.begin, e.end, e.end - e.begin);
+                     file, e.name, e.shape.str(), e.dtype, e.nbytes, e.begin, e.end, e.end - e.begin);
         pos = e.end;
     }
     ENGINE_CHECK(pos == buffer, FileError,
                  "{}: data buffer not fully covered: the tensors end at byte {} of {} (trailing bytes)", file, pos, buffer);
+    return ix;
+}
+
+}  // namespace
+
+SafeTensors parse_safetensors(const std::string& bytes, const std::string& file) {
+    const uint64_t n = header_length(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), file);
+    Index ix = parse_index(bytes.data() + 8, n, bytes.size(), file);
+    SafeTensors st;
+    st.source = file;
+    st.metadata = std::move(ix.metadata);
+    for (const Entry& e : ix.entries)   // a whole-file read makes Tensors: F32 and I32 only
+        ENGINE_CHECK(e.dtype == "F32" || e.dtype == "I32", FileError,
+                     "{}: tensor '{}': unsupported dtype '{}' (this engine reads F32 and I32)", file, e.name, e.dtype);
 
     // Only now, with every size bounded by the file's, allocate and copy.
-    const char* data = bytes.data() + stop;
-    for (const Entry& e : entries) {
-        Tensor t = Tensor::empty(e.shape, e.dtype);
+    const char* data = bytes.data() + ix.data_start;
+    for (const Entry& e : ix.entries) {
+        Tensor t = Tensor::empty(e.shape, e.dtype == "F32" ? DType::F32 : DType::I32);
         if (e.nbytes) std::memcpy(t.storage().data(), data + e.begin, size_t(e.nbytes));
         st.tensors.emplace(e.name, t);
         st.order.push_back(e.name);
@@ -270,4 +298,132 @@ const Tensor& SafeTensors::at(const std::string& name) const {
     auto it = tensors.find(name);
     ENGINE_CHECK(it != tensors.end(), FileError, "{}: no tensor '{}'", source, name);
     return it->second;
+}
+
+// ---- tensor by tensor
+
+namespace {
+
+float half_to_float(uint16_t h) {   // IEEE binary16 -> binary32, exact (subnormals, inf, NaN included)
+    const uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF;
+    uint32_t bits;
+    if (exp == 0x1F) bits = sign | 0x7F800000 | (man << 13);   // inf, NaN
+    else if (exp != 0) bits = sign | ((exp + 112) << 23) | (man << 13);   // 112 = 127 - 15
+    else if (man == 0) bits = sign;   // ±0
+    else {   // subnormal: man · 2^-24, renormalised
+        int e = -1;
+        uint32_t m = man;
+        do { e++; m <<= 1; } while ((m & 0x400) == 0);
+        bits = sign | uint32_t(127 - 15 - e) << 23 | ((m & 0x3FF) << 13);
+    }
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
+}  // namespace
+
+SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    ENGINE_CHECK(fd_ >= 0, FileError, "{}: cannot open: {}", path, std::strerror(errno));
+    try {
+        struct stat st{};
+        ENGINE_CHECK(fstat(fd_, &st) == 0 && S_ISREG(st.st_mode), FileError, "{}: not a regular file", path);
+        const uint64_t size = uint64_t(st.st_size);
+        unsigned char first8[8] = {};
+        read_at(0, first8, std::min<uint64_t>(8, size));
+        const uint64_t n = header_length(first8, size, path);
+        std::string header(size_t(n), '\0');
+        read_at(8, header.data(), n);
+        Index ix = parse_index(header.data(), n, size, path);
+        metadata_ = std::move(ix.metadata);
+        data_start_ = ix.data_start;
+        for (const Entry& e : ix.entries) {
+            ENGINE_CHECK(e.dtype != "I32", FileError, "{}: tensor '{}': dtype I32 where weights (F32, F16, BF16) are expected",
+                         path, e.name);
+            tensors_.push_back({e.name, e.dtype, e.shape, e.begin, e.end});
+        }
+    } catch (...) {
+        ::close(fd_);
+        throw;
+    }
+}
+
+SafeTensorsFile::~SafeTensorsFile() { ::close(fd_); }
+
+const TensorInfo* SafeTensorsFile::find(const std::string& name) const {
+    for (const TensorInfo& t : tensors_)
+        if (t.name == name) return &t;
+    return nullptr;
+}
+
+void SafeTensorsFile::read_at(uint64_t offset, void* dst, uint64_t n) const {
+    char* p = static_cast<char*>(dst);
+    while (n > 0) {
+        const ssize_t got = ::pread(fd_, p, size_t(std::min<uint64_t>(n, uint64_t(1) << 30)), off_t(offset));
+        if (got < 0 && errno == EINTR) continue;
+        ENGINE_CHECK(got > 0, FileError, "{}: read failed at byte {}: {}", path_, offset,
+                     got < 0 ? std::strerror(errno) : "the file is shorter than its header says");
+        p += got, offset += uint64_t(got), n -= uint64_t(got);
+    }
+}
+
+void SafeTensorsFile::read_f32_rows(const TensorInfo& t, int64_t row0, int64_t rows, float* dst) const {
+    const int64_t cols = t.shape.ndim >= 2 ? t.shape.numel() / std::max<int64_t>(1, t.shape.dims[0]) : 1;
+    const uint64_t eb = t.dtype == "F32" ? 4 : 2, n = uint64_t(rows * cols);
+    const uint64_t at = data_start_ + t.begin + uint64_t(row0 * cols) * eb;
+    ENGINE_CHECK(row0 >= 0 && at + n * eb <= data_start_ + t.end, FileError, "{}: tensor '{}': rows [{}, {}) out of range",
+                 path_, t.name, row0, row0 + rows);
+    if (eb == 4) { read_at(at, dst, n * 4); return; }
+    // 16-bit values: read into the second half of dst, then widen front to back (never overtaking).
+    uint16_t* half = reinterpret_cast<uint16_t*>(dst + n) - n;
+    read_at(at, half, n * 2);
+    if (t.dtype == "BF16") {
+        for (uint64_t i = 0; i < n; i++) {
+            const uint32_t bits = uint32_t(half[i]) << 16;
+            std::memcpy(dst + i, &bits, 4);
+        }
+    } else {
+        for (uint64_t i = 0; i < n; i++) dst[i] = half_to_float(half[i]);
+    }
+}
+
+void SafeTensorsFile::read_f32(const TensorInfo& t, float* dst) const {
+    read_f32_rows(t, 0, t.shape.ndim >= 1 ? t.shape.dims[0] : 1, dst);
+}
+
+void save_safetensors_streamed(const std::string& path, const std::vector<std::pair<std::string, Shape>>& tensors,
+                               const std::function<void(size_t, float*)>& fill,
+                               const std::map<std::string, std::string>& metadata) {
+    // The header as save_safetensors writes it (names sorted; every tensor F32), from shapes alone.
+    std::vector<size_t> order(tensors.size());
+    for (size_t i = 0; i < order.size(); i++) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return tensors[a].first < tensors[b].first; });
+    std::string h = "{";
+    if (!metadata.empty()) h += "\"__metadata__\":" + json(metadata).dump() + ",";
+    uint64_t offset = 0;
+    for (size_t k = 0; k < order.size(); k++) {
+        const auto& [name, shape] = tensors[order[k]];
+        ENGINE_CHECK(k == 0 || name != tensors[order[k - 1]].first, ValueError, "save_safetensors: tensor name '{}' repeated", name);
+        const uint64_t nbytes = uint64_t(shape.numel()) * 4;
+        h += json(name).dump() + ":{\"dtype\":\"F32\",\"shape\":[";
+        for (int d = 0; d < shape.ndim; d++) h += (d ? "," : "") + std::to_string(shape.dims[d]);
+        h += "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + nbytes) + "]},";
+        offset += nbytes;
+    }
+    if (h.size() > 1) h.pop_back();
+    h += "}";
+    h.append((8 - h.size() % 8) % 8, ' ');
+    atomic_write_file(path, [&](FileWriter& w) {
+        unsigned char n[8];
+        for (int i = 0; i < 8; i++) n[i] = (unsigned char)(uint64_t(h.size()) >> (8 * i));
+        w.write(n, 8);
+        w.write(h);
+        std::vector<float> buf;
+        for (size_t i : order) {
+            buf.assign(size_t(tensors[i].second.numel()), 0.f);
+            fill(i, buf.data());
+            w.write(buf.data(), buf.size() * sizeof(float));
+        }
+    });
 }

@@ -1,4 +1,5 @@
-// engine/safetensors.h — the safetensors file format (Hugging Face), F32 and I32 tensors.
+// engine/safetensors.h — the safetensors file format (Hugging Face): F32 and I32 tensors, and
+// F16 / BF16 weights read tensor by tensor into floats (SafeTensorsFile).
 //
 // Layout (huggingface/safetensors README):
 //   bytes 0..8      N, unsigned 64-bit little-endian: the size of the JSON header
@@ -26,6 +27,7 @@
 // Zero-size tensors ([2, 0]) and scalars (shape []) are legal. Data is copied with memcpy, so
 // offsets that are not 4-aligned (other writers) are fine.
 #pragma once
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -54,3 +56,47 @@ SafeTensors load_safetensors(const std::string& path);
 
 // The whole file's bytes -> tensors: the core of load_safetensors, and what a fuzzer drives.
 SafeTensors parse_safetensors(const std::string& bytes, const std::string& name_for_errors);
+
+// ---- large files, one tensor at a time
+//
+// A model file is read without a second copy of the weights in memory: SafeTensorsFile reads
+// and checks only the header when opened (every rule above; dtypes F32, F16 and BF16), and
+// then one tensor (or a block of its rows) at a time into a float buffer the caller owns.
+// F16 and BF16 widen to float exactly (every 16-bit value is a float).
+struct TensorInfo {
+    std::string name, dtype;   // dtype "F32", "F16" or "BF16"
+    Shape shape;
+    uint64_t begin, end;       // byte offsets into the data buffer
+};
+
+class SafeTensorsFile {
+public:
+    explicit SafeTensorsFile(const std::string& path);   // FileError naming the file and the fault
+    ~SafeTensorsFile();
+    SafeTensorsFile(const SafeTensorsFile&) = delete;
+    SafeTensorsFile& operator=(const SafeTensorsFile&) = delete;
+
+    const std::string& path() const { return path_; }
+    const std::vector<TensorInfo>& tensors() const { return tensors_; }   // in file order
+    const TensorInfo* find(const std::string& name) const;                 // nullptr if absent
+    const std::map<std::string, std::string>& metadata() const { return metadata_; }
+    // The tensor's numel values as float into dst.
+    void read_f32(const TensorInfo& t, float* dst) const;
+    // Rows row0 .. row0+rows-1 of its first dimension (rows × the other dims' size values).
+    void read_f32_rows(const TensorInfo& t, int64_t row0, int64_t rows, float* dst) const;
+
+private:
+    void read_at(uint64_t offset, void* dst, uint64_t n) const;
+    std::string path_;
+    int fd_ = -1;
+    uint64_t data_start_ = 0;
+    std::vector<TensorInfo> tensors_;
+    std::map<std::string, std::string> metadata_;
+};
+
+// Writes F32 tensors known by name and shape, each produced by fill(i, dst) (numel floats)
+// just before it is written: a model is written from another layout without a second copy.
+// Same header and layout as save_safetensors; atomic.
+void save_safetensors_streamed(const std::string& path, const std::vector<std::pair<std::string, Shape>>& tensors,
+                               const std::function<void(size_t, float*)>& fill,
+                               const std::map<std::string, std::string>& metadata = {});

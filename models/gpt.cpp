@@ -16,6 +16,10 @@ void GPTConfig::validate() const {
     if (block_size < 1) bad.push_back(fmt::format("block_size must be >= 1, got {}", block_size));
     if (vocab_size < 1) bad.push_back(fmt::format("vocab_size must be >= 1, got {}", vocab_size));
     if (!(dropout >= 0.f && dropout < 1.f)) bad.push_back(fmt::format("dropout must be in [0, 1), got {}", dropout));
+    if (model_type != "gpt" && model_type != "gpt2")
+        bad.push_back(fmt::format("model_type must be \"gpt\" or \"gpt2\", got \"{}\"", model_type));
+    if (!(layer_norm_epsilon > 0.f && layer_norm_epsilon < 1.f))
+        bad.push_back(fmt::format("layer_norm_epsilon must be in (0, 1), got {}", layer_norm_epsilon));
     const int64_t kMax = int64_t(1) << 24;   // keeps every size product far from overflow
     for (int64_t v : {n_layer, n_head, n_embd, block_size, vocab_size})
         if (v > kMax) bad.push_back(fmt::format("model size {} is larger than the limit {}", v, kMax));
@@ -29,7 +33,7 @@ void GPTConfig::validate() const {
 std::string GPTConfig::to_json() const {
     nlohmann::json j = {{"n_layer", n_layer},       {"n_head", n_head},     {"n_embd", n_embd},
                         {"block_size", block_size}, {"vocab_size", vocab_size}, {"dropout", dropout},
-                        {"bias", bias}};
+                        {"bias", bias}, {"model_type", model_type}, {"layer_norm_epsilon", layer_norm_epsilon}};
     return j.dump();
 }
 
@@ -55,8 +59,39 @@ GPTConfig GPTConfig::from_json(const std::string& text) {
         ENGINE_CHECK(j["bias"].is_boolean(), ValueError, "model config: 'bias' is not true/false");
         c.bias = j["bias"].get<bool>();
     }
+    if (j.contains("model_type")) {   // absent in checkpoints written before there were two layouts
+        ENGINE_CHECK(j["model_type"].is_string(), ValueError, "model config: 'model_type' is not a string");
+        c.model_type = j["model_type"].get<std::string>();
+    }
+    if (j.contains("layer_norm_epsilon")) {
+        ENGINE_CHECK(j["layer_norm_epsilon"].is_number(), ValueError, "model config: 'layer_norm_epsilon' is not a number");
+        c.layer_norm_epsilon = j["layer_norm_epsilon"].get<float>();
+    }
     c.validate();
     return c;
+}
+
+// ---- layout
+
+std::vector<BlockLinear> block_linears(const GPTConfig& c) {
+    const int64_t C = c.n_embd;
+    if (c.model_type == "gpt2")
+        return {{"attn.c_attn", C, 3 * C, Site::Attn, false}, {"attn.c_proj", C, C, Site::Attn, true},
+                {"mlp.c_fc", C, 4 * C, Site::Mlp, false},     {"mlp.c_proj", 4 * C, C, Site::Mlp, true}};
+    return {{"attn.q_proj", C, C, Site::Attn, false}, {"attn.k_proj", C, C, Site::Attn, false},
+            {"attn.v_proj", C, C, Site::Attn, false}, {"attn.o_proj", C, C, Site::Attn, true},
+            {"mlp.fc_in", C, 4 * C, Site::Mlp, false}, {"mlp.fc_out", 4 * C, C, Site::Mlp, true}};
+}
+
+// The field of a block that holds the Linear called `name` (a name block_linears gives).
+static Linear& block_linear(Block& b, const std::string& name) {
+    if (name == "attn.q_proj") return b.attn.q_proj;
+    if (name == "attn.k_proj") return b.attn.k_proj;
+    if (name == "attn.v_proj") return b.attn.v_proj;
+    if (name == "attn.c_attn") return b.attn.c_attn;
+    if (name == "attn.o_proj" || name == "attn.c_proj") return b.attn.o_proj;
+    if (name == "mlp.fc_in" || name == "mlp.c_fc") return b.mlp.fc_in;
+    return b.mlp.fc_out;   // "mlp.fc_out", "mlp.c_proj"
 }
 
 // ---- construction: GPT-2 init, N(0, 0.02); residual projections scaled by 1/sqrt(2 n_layer)
@@ -73,39 +108,26 @@ GPT::GPT(const GPTConfig& cfg, Rng& rng) : config(cfg), dropout_rng(0) {
     for (int64_t l = 0; l < cfg.n_layer; l++) {
         Block& b = h[size_t(l)];
         const std::string p = fmt::format("transformer.h.{}.", l);
-        b.ln_1 = LayerNorm(C, cfg.bias);
-        b.attn.q_proj = Linear(C, C, cfg.bias, rng);
-        b.attn.k_proj = Linear(C, C, cfg.bias, rng);
-        b.attn.v_proj = Linear(C, C, cfg.bias, rng);
-        b.attn.o_proj = Linear(C, C, cfg.bias, rng, std_resid);
-        b.ln_2 = LayerNorm(C, cfg.bias);
-        b.mlp.fc_in = Linear(C, 4 * C, cfg.bias, rng);
-        b.mlp.fc_out = Linear(4 * C, C, cfg.bias, rng, std_resid);
+        b.ln_1 = LayerNorm(C, cfg.bias, cfg.layer_norm_epsilon);
         b.ln_1.register_params(params, p + "ln_1");
-        b.attn.q_proj.register_params(params, p + "attn.q_proj");
-        b.attn.k_proj.register_params(params, p + "attn.k_proj");
-        b.attn.v_proj.register_params(params, p + "attn.v_proj");
-        b.attn.o_proj.register_params(params, p + "attn.o_proj");
-        b.ln_2.register_params(params, p + "ln_2");
-        b.mlp.fc_in.register_params(params, p + "mlp.fc_in");
-        b.mlp.fc_out.register_params(params, p + "mlp.fc_out");
+        b.ln_2 = LayerNorm(C, cfg.bias, cfg.layer_norm_epsilon);
+        for (const BlockLinear& s : block_linears(cfg)) {
+            if (s.site == Site::Mlp && !params.find(p + "ln_2.weight")) b.ln_2.register_params(params, p + "ln_2");
+            Linear& lin = block_linear(b, s.name);
+            lin = Linear(s.in, s.out, cfg.bias, rng, s.residual ? std_resid : 0.02f);
+            lin.register_params(params, p + s.name);
+        }
     }
-    ln_f = LayerNorm(C, cfg.bias);
+    ln_f = LayerNorm(C, cfg.bias, cfg.layer_norm_epsilon);
     ln_f.register_params(params, "transformer.ln_f");
 }
 
 std::vector<std::pair<std::string, Linear*>> GPT::linears() {
     std::vector<std::pair<std::string, Linear*>> out;
-    for (size_t l = 0; l < h.size(); l++) {
-        const std::string p = fmt::format("transformer.h.{}.", l);
-        Block& b = h[l];
-        out.push_back({p + "attn.q_proj", &b.attn.q_proj});
-        out.push_back({p + "attn.k_proj", &b.attn.k_proj});
-        out.push_back({p + "attn.v_proj", &b.attn.v_proj});
-        out.push_back({p + "attn.o_proj", &b.attn.o_proj});
-        out.push_back({p + "mlp.fc_in", &b.mlp.fc_in});
-        out.push_back({p + "mlp.fc_out", &b.mlp.fc_out});
-    }
+    const std::vector<BlockLinear> specs = block_linears(config);
+    for (size_t l = 0; l < h.size(); l++)
+        for (const BlockLinear& s : specs)
+            out.push_back({fmt::format("transformer.h.{}.{}", l, s.name), &block_linear(h[l], s.name)});
     return out;
 }
 
@@ -113,10 +135,18 @@ std::vector<std::pair<std::string, Linear*>> GPT::linears() {
 
 // x: (B,T,C) -> (B,T,C). Multi-head causal self-attention; prefix rows (seam 3) in front of k, v.
 // Head h is columns h·D..(h+1)·D of q, k and v; attention reads the heads in place.
+std::array<Tensor, 3> GPT::project_qkv(int64_t l, const Tensor& x) {
+    Attention& a = h[size_t(l)].attn;
+    if (config.model_type != "gpt2") return {a.q_proj(x), a.k_proj(x), a.v_proj(x)};
+    const int64_t C = config.n_embd;   // one (B,T,3C) projection, then its three column blocks
+    Tensor qkv = a.c_attn(x);
+    return {slice_last(qkv, 0, C), slice_last(qkv, C, C), slice_last(qkv, 2 * C, C)};
+}
+
 Tensor GPT::attention(int64_t l, const Tensor& x, bool training) {
     Attention& a = h[size_t(l)].attn;
     const int64_t B = x.size(0), H = config.n_head, D = config.n_embd / H;
-    Tensor q = a.q_proj(x), k = a.k_proj(x), v = a.v_proj(x);   // (B,T,C)
+    auto [q, k, v] = project_qkv(l, x);   // (B,T,C) each
     const int64_t P = hooks ? hooks->n_prefix() : 0;
     if (P > 0) {   // k, v: (B,P,C) ++ (B,T,C) along the sequence axis
         auto [pk, pv] = hooks->prefix_kv(l, B);
@@ -127,7 +157,7 @@ Tensor GPT::attention(int64_t l, const Tensor& x, bool training) {
     return dropout(a.o_proj(y), config.dropout, training, dropout_rng);
 }
 
-// x: (B,T,C) -> (B,T,C). fc_in -> GELU -> fc_out.
+// x: (B,T,C) -> (B,T,C). fc_in -> GELU -> fc_out (gpt2: c_fc -> GELU -> c_proj).
 Tensor GPT::mlp(int64_t l, const Tensor& x, bool training) {
     MLP& m = h[size_t(l)].mlp;
     return dropout(m.fc_out(gelu(m.fc_in(x))), config.dropout, training, dropout_rng);
@@ -173,40 +203,4 @@ Tensor GPT::forward(const Tensor& ids, bool training) {
 
 Tensor GPT::loss(const Tensor& ids, const Tensor& targets, bool training) {
     return linear_cross_entropy(hidden(ids, training), wte.weight, targets);
-}
-
-// ---- sampling
-
-std::vector<int32_t> GPT::generate(std::vector<int32_t> tokens, int64_t max_new, float temperature, int64_t top_k,
-                                   Rng& rng) {
-    ENGINE_CHECK(!tokens.empty(), ValueError, "generate: the prompt is empty");
-    ENGINE_CHECK(temperature >= 0.f, ValueError, "generate: temperature must be >= 0, got {}", temperature);
-    NoGradGuard no_grad;
-    const int64_t window = config.block_size - (hooks ? hooks->n_virtual() + hooks->n_prefix() : 0);
-    ENGINE_CHECK(window >= 1, ValueError, "generate: no room left in block_size {}", config.block_size);
-    const int64_t V = config.vocab_size;
-    for (int64_t step = 0; step < max_new; step++) {
-        const int64_t start = std::max<int64_t>(0, int64_t(tokens.size()) - window);
-        std::vector<int32_t> ctx(tokens.begin() + start, tokens.end());
-        Tensor logits = forward(Tensor::from_ints(ctx, {1, int64_t(ctx.size())}));
-        const float* last = logits.data() + (int64_t(ctx.size()) - 1) * V;
-        int32_t next = 0;
-        if (temperature == 0.f) {
-            next = int32_t(std::max_element(last, last + V) - last);
-        } else {
-            std::vector<std::pair<float, int32_t>> cand;
-            for (int32_t i = 0; i < V; i++) cand.push_back({last[i] / temperature, i});
-            std::sort(cand.begin(), cand.end(), [](auto& a, auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
-            if (top_k > 0 && top_k < V) cand.resize(size_t(top_k));
-            double total = 0;
-            std::vector<double> p(cand.size());
-            for (size_t i = 0; i < cand.size(); i++) total += p[i] = std::exp(double(cand[i].first - cand[0].first));
-            double u = rng.uniform() * total;
-            size_t i = 0;
-            while (i + 1 < cand.size() && u >= p[i]) u -= p[i++];
-            next = cand[i].second;
-        }
-        tokens.push_back(next);
-    }
-    return tokens;
 }

@@ -1,15 +1,22 @@
 // models/gpt.h — a GPT-2 style transformer, in nanoGPT's reading order.
 //
 // Token + learned position embeddings; n_layer pre-LayerNorm blocks, each causal multi-head
-// self-attention with separate q/k/v/o projections and an MLP (Linear -> GELU(tanh) ->
-// Linear, hidden 4C); a final LayerNorm; the LM head tied to the token embedding.
+// self-attention and an MLP (Linear -> GELU(tanh) -> Linear, hidden 4C); a final LayerNorm;
+// the LM head tied to the token embedding.
 //
-// Parameter names are a contract (checkpoints, adapters and target_modules use them):
-//   transformer.wte.weight [V,C]   transformer.wpe.weight [block_size,C]
-//   transformer.h.{i}.ln_1.weight|bias           transformer.h.{i}.ln_2.weight|bias
-//   transformer.h.{i}.attn.{q,k,v,o}_proj.weight [C,C] .bias [C]
-//   transformer.h.{i}.mlp.fc_in.weight [4C,C] .bias [4C]  mlp.fc_out.weight [C,4C] .bias [C]
-//   transformer.ln_f.weight|bias   (lm_head = wte, not stored twice)
+// Parameter names are a contract (checkpoints, adapters and target_modules use them). Two
+// layouts compute the same function and differ in how the attention's input projection is
+// stored and what the modules are called (GPTConfig::model_type):
+//   both:   transformer.wte.weight [V,C]   transformer.wpe.weight [block_size,C]
+//           transformer.h.{i}.ln_1.weight|bias   transformer.h.{i}.ln_2.weight|bias
+//           transformer.ln_f.weight|bias   (lm_head = wte, not stored twice)
+//   "gpt":  transformer.h.{i}.attn.{q,k,v,o}_proj.weight [C,C] .bias [C]
+//           transformer.h.{i}.mlp.fc_in.weight [4C,C] .bias [4C]  mlp.fc_out.weight [C,4C] .bias [C]
+//   "gpt2": Hugging Face GPT-2's module names:
+//           transformer.h.{i}.attn.c_attn.weight [3C,C] .bias [3C]   (rows 0..C-1 make q, then k, then v)
+//           transformer.h.{i}.attn.c_proj.weight [C,C]  mlp.c_fc.weight [4C,C]  mlp.c_proj.weight [C,4C]
+//           Weights are stored as our Linear's (out, in); HF's Conv1D stores (in, out), so the
+//           importer and exporter (models/hf_gpt2.h) transpose them.
 //
 // The seams where PEFT methods attach (see peft/ and Note [Seams]):
 //   1. every Linear, by its dotted name (Linear::wrap)           LoRA, IA³
@@ -21,7 +28,9 @@
 // With no method attached, `hooks` is null and every Linear's `wrap` is null: the forward
 // pays one pointer test per seam and records exactly the nodes of the plain GPT.
 #pragma once
+#include <array>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -35,12 +44,24 @@ struct GPTConfig {
     int64_t vocab_size = 96;    // V, from the tokenizer, e.g. 96
     float dropout = 0.0f;       // after embeddings, attention output and MLP output, e.g. 0.1
     bool bias = true;           // biases in Linears and LayerNorms
+    std::string model_type = "gpt";     // parameter layout: "gpt" (q/k/v/o_proj) or "gpt2" (HF's c_attn ...)
+    float layer_norm_epsilon = 1e-5f;   // every LayerNorm's eps, e.g. 1e-5 (GPT-2's)
     void validate() const;      // throws ValueError listing every problem
     std::string to_json() const;
     static GPTConfig from_json(const std::string& text);   // throws ValueError on bad fields
 };
 
 enum class Site { Attn, Mlp };
+
+// One Linear of a block under the config's layout: its name inside the block ("attn.c_attn"),
+// its shape, where it sits, and whether it is a residual projection (GPT-2 scales their init).
+struct BlockLinear {
+    std::string name;
+    int64_t in, out;
+    Site site;
+    bool residual;
+};
+std::vector<BlockLinear> block_linears(const GPTConfig& cfg);
 
 // What a PEFT method may change in the forward. Defaults change nothing.
 struct Hooks {
@@ -57,16 +78,28 @@ struct Hooks {
     virtual void set_training(bool /*on*/) {}
 };
 
+// The fields are roles; model_type decides which exist and their names (see above):
+// "gpt" uses q_proj, k_proj, v_proj; "gpt2" uses the fused c_attn instead.
 struct Attention {
-    Linear q_proj, k_proj, v_proj, o_proj;
+    Linear q_proj, k_proj, v_proj;   // "gpt": attn.q_proj, attn.k_proj, attn.v_proj
+    Linear c_attn;                   // "gpt2": attn.c_attn, q|k|v in one (3C, C) Linear
+    Linear o_proj;                   // attn.o_proj / attn.c_proj
 };
 struct MLP {
-    Linear fc_in, fc_out;
+    Linear fc_in, fc_out;            // mlp.fc_in, mlp.fc_out / mlp.c_fc, mlp.c_proj
 };
 struct Block {
     LayerNorm ln_1, ln_2;
     Attention attn;
     MLP mlp;
+};
+
+// Generation's memory of the past: every layer's keys and values of the positions seen so far
+// (prefix rows and virtual tokens included), so each new token costs one token's forward.
+// k[l], v[l]: (capacity, C) row-major, rows 0..len-1 filled. See models/generate.cpp.
+struct KVCache {
+    std::vector<std::vector<float>> k, v;
+    int64_t len = 0;
 };
 
 class GPT {
@@ -93,10 +126,20 @@ public:
     // Every Linear with its dotted module name ("transformer.h.0.attn.q_proj"), in order.
     std::vector<std::pair<std::string, Linear*>> linears();
     // Sample max_new tokens after `prompt` (no grad). temperature 0 = greedy; top_k 0 = all.
+    // With use_cache (models/generate.cpp) each new token runs one token's forward against the
+    // KV cache; without it, every step runs the whole context again (the plain version, tested
+    // equal). on_token, if given, sees each new token as it is chosen.
     std::vector<int32_t> generate(std::vector<int32_t> prompt, int64_t max_new, float temperature, int64_t top_k,
-                                  Rng& rng);
+                                  Rng& rng, bool use_cache = true,
+                                  const std::function<void(int32_t)>& on_token = nullptr);
+    // No grad: runs `ids` after the cache's len positions, appends their keys and values, and
+    // returns the logits of the last of them (V). An empty cache starts with the method's
+    // prefix rows and virtual tokens, as forward() does.
+    std::vector<float> decode(const std::vector<int32_t>& ids, KVCache& cache);
 
 private:
+    // q, k, v (B,T,C) of layer l from its LayerNorm'd input: three Linears or the fused c_attn.
+    std::array<Tensor, 3> project_qkv(int64_t l, const Tensor& x);
     Tensor attention(int64_t l, const Tensor& x, bool training);
     Tensor mlp(int64_t l, const Tensor& x, bool training);
 };

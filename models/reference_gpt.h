@@ -40,7 +40,7 @@ inline std::vector<Vec> lin(const std::vector<Vec>& x, const Mat& W, const Mat* 
     return y;
 }
 
-inline std::vector<Vec> ln(const std::vector<Vec>& x, const Mat& w, const Mat& b) {
+inline std::vector<Vec> ln(const std::vector<Vec>& x, const Mat& w, const Mat& b, double eps = 1e-5) {
     std::vector<Vec> y = x;
     for (size_t t = 0; t < x.size(); t++) {
         double mu = 0, var = 0;
@@ -48,12 +48,18 @@ inline std::vector<Vec> ln(const std::vector<Vec>& x, const Mat& w, const Mat& b
         mu /= double(x[t].size());
         for (double v : x[t]) var += (v - mu) * (v - mu);
         var /= double(x[t].size());
-        for (size_t c = 0; c < x[t].size(); c++) y[t][c] = (x[t][c] - mu) / std::sqrt(var + 1e-5) * w.v[c] + b.v[c];
+        for (size_t c = 0; c < x[t].size(); c++) y[t][c] = (x[t][c] - mu) / std::sqrt(var + eps) * w.v[c] + b.v[c];
     }
     return y;
 }
 
 inline double gelu(double x) { return 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); }
+
+// Rows [r0, r0 + n) of M (a weight) or entries of a bias.
+inline Mat rows(const Mat& M, int64_t r0, int64_t n) {
+    if (M.rows == 1) return Mat{1, n, Vec(M.v.begin() + r0, M.v.begin() + r0 + n)};
+    return Mat{n, M.cols, Vec(M.v.begin() + r0 * M.cols, M.v.begin() + (r0 + n) * M.cols)};
+}
 
 // Optional per-layer prefix keys/values: prefix[l] = {K rows, V rows}, each P rows of width C.
 using Prefix = std::map<int64_t, std::pair<std::vector<Vec>, std::vector<Vec>>>;
@@ -70,10 +76,15 @@ inline std::vector<Vec> forward(GPT& m, const std::vector<int32_t>& ids, const P
         const std::string p = "transformer.h." + std::to_string(l) + ".";
         auto W = [&](const std::string& n) { return param(m, p + n + ".weight"); };
         auto Bp = [&](const std::string& n) { return param(m, p + n + ".bias"); };
-        Mat bq = Bp("attn.q_proj"), bk = Bp("attn.k_proj"), bv = Bp("attn.v_proj"), bo = Bp("attn.o_proj");
-        std::vector<Vec> a = ln(x, W("ln_1"), Bp("ln_1"));
-        std::vector<Vec> q = lin(a, W("attn.q_proj"), &bq), k = lin(a, W("attn.k_proj"), &bk),
-                         v = lin(a, W("attn.v_proj"), &bv);
+        const bool gpt2 = c.model_type == "gpt2";   // q, k, v are row blocks of the fused c_attn
+        auto qkv = [&](int i, const Mat& M) { return rows(M, i * C, C); };
+        Mat Wq = gpt2 ? qkv(0, W("attn.c_attn")) : W("attn.q_proj"), Wk = gpt2 ? qkv(1, W("attn.c_attn")) : W("attn.k_proj"),
+            Wv = gpt2 ? qkv(2, W("attn.c_attn")) : W("attn.v_proj"), Wo = W(gpt2 ? "attn.c_proj" : "attn.o_proj");
+        Mat bq = gpt2 ? qkv(0, Bp("attn.c_attn")) : Bp("attn.q_proj"), bk = gpt2 ? qkv(1, Bp("attn.c_attn")) : Bp("attn.k_proj"),
+            bv = gpt2 ? qkv(2, Bp("attn.c_attn")) : Bp("attn.v_proj"), bo = Bp(gpt2 ? "attn.c_proj" : "attn.o_proj");
+        const double eps = c.layer_norm_epsilon;
+        std::vector<Vec> a = ln(x, W("ln_1"), Bp("ln_1"), eps);
+        std::vector<Vec> q = lin(a, Wq, &bq), k = lin(a, Wk, &bk), v = lin(a, Wv, &bv);
         std::vector<Vec> pk, pv;
         if (prefix.count(l)) { pk = prefix.at(l).first; pv = prefix.at(l).second; }
         const int64_t P = int64_t(pk.size());
@@ -96,15 +107,16 @@ inline std::vector<Vec> forward(GPT& m, const std::vector<int32_t>& ids, const P
                 for (int64_t j = 0; j < P + i + 1; j++)
                     for (int64_t e = 0; e < D; e++) y[size_t(i)][size_t(hh * D + e)] += s[size_t(j)] / z * val(j)[size_t(hh * D + e)];
             }
-        std::vector<Vec> o = lin(y, W("attn.o_proj"), &bo);
+        std::vector<Vec> o = lin(y, Wo, &bo);
         for (int64_t t = 0; t < T; t++) for (int64_t i = 0; i < C; i++) x[size_t(t)][size_t(i)] += o[size_t(t)][size_t(i)];
-        Mat b1 = Bp("mlp.fc_in"), b2 = Bp("mlp.fc_out");
-        std::vector<Vec> hdn = lin(ln(x, W("ln_2"), Bp("ln_2")), W("mlp.fc_in"), &b1);
+        const char *fc = gpt2 ? "mlp.c_fc" : "mlp.fc_in", *proj = gpt2 ? "mlp.c_proj" : "mlp.fc_out";
+        Mat b1 = Bp(fc), b2 = Bp(proj);
+        std::vector<Vec> hdn = lin(ln(x, W("ln_2"), Bp("ln_2"), eps), W(fc), &b1);
         for (auto& r : hdn) for (double& e : r) e = gelu(e);
-        std::vector<Vec> f = lin(hdn, W("mlp.fc_out"), &b2);
+        std::vector<Vec> f = lin(hdn, W(proj), &b2);
         for (int64_t t = 0; t < T; t++) for (int64_t i = 0; i < C; i++) x[size_t(t)][size_t(i)] += f[size_t(t)][size_t(i)];
     }
-    x = ln(x, param(m, "transformer.ln_f.weight"), param(m, "transformer.ln_f.bias"));
+    x = ln(x, param(m, "transformer.ln_f.weight"), param(m, "transformer.ln_f.bias"), c.layer_norm_epsilon);
     return lin(x, wte, nullptr);
 }
 

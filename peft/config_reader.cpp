@@ -117,6 +117,14 @@ static const std::set<std::string> kHfBookkeeping = {
     "init_lora_weights", "init_ia3_weights", "megatron_core", "num_transformer_submodules", "num_layers",
     "num_attention_heads", "tokenizer_name_or_path"};
 
+bool ConfigReader::fan_in_fan_out(const GPTConfig& model) {
+    const bool conv1d = model.model_type == "gpt2";
+    const bool asked = boolean("fan_in_fan_out", conv1d);
+    check(conv1d || !asked, "`fan_in_fan_out` = true is for Conv1D layers (a \"gpt2\" base); this model's Linears "
+                            "store their weights as (out, in)");
+    return conv1d;
+}
+
 void ConfigReader::done() const {
     if (!bad_.empty()) throw ValueError(fmt::format("invalid {} config: {}", peft_type_, fmt::join(bad_, "; ")));
     std::vector<std::string> unknown;

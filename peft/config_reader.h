@@ -42,6 +42,10 @@ public:
     void same_as_model(const char* key, const char* what, int64_t want);   // "`key` is .. but the model's <what> is .."
     void refuse(std::initializer_list<const char*> keys);   // HF options that would change the computation
     void done() const;   // throws if anything was noted, else warns about the unread keys
+    // `fan_in_fan_out`, as HF decides it from the base layer: true on a "gpt2" base (HF's Conv1D,
+    // weights stored (in, out)), where HF turns a false into true with a warning; on a "gpt" base
+    // (nn.Linear layout) true is noted as a problem. Returns the value to save.
+    bool fan_in_fan_out(const GPTConfig& model);
 
 private:
     const json& j_;

@@ -26,13 +26,17 @@
 struct Ia3Config {
     std::vector<std::string> target_modules{"k_proj", "v_proj", "fc_out"};   // e.g. ["k_proj", "v_proj", "fc_out"]
     std::vector<std::string> feedforward_modules{"fc_out"};   // input-scaled targets, e.g. ["fc_out"]
+    bool fan_in_fan_out = false;   // true on a gpt2 base (HF's Conv1D layout)
     std::string task_type = "CAUSAL_LM";
 
     // HF field names; null keeps the default, an unknown key is a warning, and every bad value is
     // reported in one ValueError (ConfigReader, peft.h).
-    static Ia3Config from_json(const json& j) {
+    // HF's defaults on gpt2: target_modules ["c_attn", "mlp.c_proj"], feedforward_modules ["mlp.c_proj"].
+    static Ia3Config from_json(const json& j, const GPTConfig& model) {
         Ia3Config c;
+        if (model.model_type == "gpt2") c.target_modules = {"c_attn", "mlp.c_proj"}, c.feedforward_modules = {"mlp.c_proj"};
         ConfigReader f(j, "IA3");
+        c.fan_in_fan_out = f.fan_in_fan_out(model);
         const char* should = "a list of module names (e.g. [\"k_proj\", \"v_proj\"])";
         c.target_modules = f.names("target_modules", c.target_modules, false, should);
         c.feedforward_modules = f.names("feedforward_modules", c.feedforward_modules, true, should);
@@ -45,13 +49,13 @@ struct Ia3Config {
                             fmt::join(outside, ", "), fmt::join(c.target_modules, ", ")));
         f.only("task_type", "CAUSAL_LM", "the models here are \"CAUSAL_LM\"");
         // HF options that would change the computation: refuse them rather than silently ignore them.
-        f.refuse({"fan_in_fan_out", "modules_to_save", "exclude_modules"});
+        f.refuse({"modules_to_save", "exclude_modules"});
         f.done();
         return c;
     }
     json to_json() const {   // what adapter_config.json holds (save_adapter adds peft_type)
         return {{"target_modules", target_modules}, {"feedforward_modules", feedforward_modules},
-                {"task_type", task_type}, {"inference_mode", true}};
+                {"fan_in_fan_out", fan_in_fan_out}, {"task_type", task_type}, {"inference_mode", true}};
     }
 };
 
@@ -121,5 +125,5 @@ private:
 };
 
 std::unique_ptr<Method> make_ia3(const json& config, GPT& model, Rng& /*rng: l starts at 1, nothing is random*/) {
-    return std::make_unique<Ia3>(Ia3Config::from_json(config), model);
+    return std::make_unique<Ia3>(Ia3Config::from_json(config, model.config), model);
 }

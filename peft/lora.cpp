@@ -125,7 +125,8 @@ struct LoraConfig {
     int64_t r = 8;                 // rank of the update, e.g. 8; r·(in + out) numbers per target
     double lora_alpha = 16;        // scale numerator, e.g. 16: s = lora_alpha / r
     double lora_dropout = 0.05;    // dropout on the branch input while training, e.g. 0.05
-    std::vector<std::string> target_modules{"q_proj", "v_proj"};   // Linear names, e.g. ["q_proj", "v_proj"]
+    std::vector<std::string> target_modules{"q_proj", "v_proj"};   // Linear names; HF's default on gpt2: ["c_attn"]
+    bool fan_in_fan_out = false;   // true on a gpt2 base: HF's Conv1D stores weights (in, out)
     bool use_rslora = false;       // rank-stabilised s = lora_alpha / √r, e.g. true
     std::string bias = "none";     // only "none": the base biases stay frozen
     std::string task_type = "CAUSAL_LM";
@@ -133,9 +134,11 @@ struct LoraConfig {
     float scaling() const { return float(use_rslora ? lora_alpha / std::sqrt(double(r)) : lora_alpha / double(r)); }
 
     // HF field names and defaults; every bad value is reported in one ValueError (ConfigReader, peft/config_reader.h).
-    static LoraConfig from_json(const json& j) {
+    static LoraConfig from_json(const json& j, const GPTConfig& model) {
         LoraConfig c;
+        if (model.model_type == "gpt2") c.target_modules = {"c_attn"};
         ConfigReader f(j, "LORA");
+        c.fan_in_fan_out = f.fan_in_fan_out(model);
         c.r = f.integer("r", c.r, 1, kMaxRank);
         c.lora_alpha = f.positive_number("lora_alpha", c.lora_alpha);   // checked as the floats the op uses
         c.lora_dropout = f.probability("lora_dropout", c.lora_dropout);
@@ -144,7 +147,7 @@ struct LoraConfig {
         f.only("bias", "none", "only \"none\" (the base biases stay frozen)");
         f.only("task_type", "CAUSAL_LM", "the models here are \"CAUSAL_LM\"");
         // HF options that would change the computation: refuse them rather than silently ignore them.
-        f.refuse({"use_dora", "fan_in_fan_out", "layers_to_transform", "modules_to_save", "rank_pattern",
+        f.refuse({"use_dora", "layers_to_transform", "modules_to_save", "rank_pattern",
                   "alpha_pattern"});
         f.done();
         return c;
@@ -152,6 +155,7 @@ struct LoraConfig {
     json to_json() const {   // what adapter_config.json holds (save_adapter adds peft_type)
         return {{"r", r},           {"lora_alpha", lora_alpha}, {"lora_dropout", lora_dropout},
                 {"target_modules", target_modules}, {"use_rslora", use_rslora}, {"bias", bias},
+                {"fan_in_fan_out", fan_in_fan_out},
                 {"task_type", task_type}, {"inference_mode", true}};
     }
 };
@@ -219,5 +223,5 @@ private:
 };
 
 std::unique_ptr<Method> make_lora(const json& config, GPT& model, Rng& rng) {
-    return std::make_unique<Lora>(LoraConfig::from_json(config), model, rng);
+    return std::make_unique<Lora>(LoraConfig::from_json(config, model.config), model, rng);
 }

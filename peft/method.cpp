@@ -54,12 +54,10 @@ bool target_matches(const std::string& module_name, const std::vector<std::strin
 }
 
 std::vector<LinearShape> linear_shapes(const GPTConfig& cfg) {
-    const int64_t C = cfg.n_embd;
-    const LinearShape block[] = {{"attn.q_proj", C, C}, {"attn.k_proj", C, C},    {"attn.v_proj", C, C},
-                                 {"attn.o_proj", C, C}, {"mlp.fc_in", C, 4 * C}, {"mlp.fc_out", 4 * C, C}};
     std::vector<LinearShape> out;
     for (int64_t l = 0; l < cfg.n_layer; l++)
-        for (const LinearShape& k : block) out.push_back({fmt::format("transformer.h.{}.{}", l, k.name), k.in, k.out});
+        for (const BlockLinear& k : block_linears(cfg))
+            out.push_back({fmt::format("transformer.h.{}.{}", l, k.name), k.in, k.out});
     return out;
 }
 
@@ -75,10 +73,11 @@ std::vector<std::pair<std::string, Linear*>> match_targets(GPT& model, const std
     }
     if (!unmatched.empty()) {
         std::string names;
-        for (const char* n : {"q_proj", "k_proj", "v_proj", "o_proj", "fc_in", "fc_out"}) names += std::string(names.empty() ? "" : ", ") + n;
+        const std::vector<BlockLinear> block = block_linears(model.config);
+        for (const BlockLinear& b : block) names += std::string(names.empty() ? "" : ", ") + b.name;
         throw ValueError(fmt::format("Target modules [{}] not found in the base model; its Linear modules are "
-                                     "{} (e.g. transformer.h.0.attn.q_proj)",
-                                     fmt::join(unmatched, ", "), names));
+                                     "{} (e.g. transformer.h.0.{})",
+                                     fmt::join(unmatched, ", "), names, block[0].name));
     }
     for (auto& [name, lin] : all)
         for (const std::string& t : targets)

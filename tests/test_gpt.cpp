@@ -86,6 +86,63 @@ TEST_CASE("gpt: parameter names and shapes follow the contract") {
     CHECK(m.linears().size() == 12);
 }
 
+static GPTConfig tiny_gpt2_config() {
+    GPTConfig c = tiny_config();
+    c.model_type = "gpt2";
+    c.layer_norm_epsilon = 1e-3f;   // not the default, so the reference sees it used
+    return c;
+}
+
+TEST_CASE("gpt: the gpt2 layout (fused c_attn) agrees with the naive reference") {
+    Rng rng(11);
+    GPT m(tiny_gpt2_config(), rng);
+    perturb(m, 12);
+    std::vector<int32_t> a = {1, 5, 3, 9, 0, 2, 7};
+    std::vector<double> ref;
+    for (auto& row : naive::forward(m, a)) ref.insert(ref.end(), row.begin(), row.end());
+    std::string why;
+    CHECK_MESSAGE(allclose(m.forward(Tensor::from_ints(a, {1, 7})).to_vector(), ref, 1e-5, 1e-5, &why), why);
+}
+
+TEST_CASE("gpt: the gpt2 layout has HF GPT-2's module names and the same parameter count") {
+    Rng rng(13);
+    GPT m(tiny_gpt2_config(), rng), g(tiny_config(), rng);
+    CHECK(m.params.get("transformer.h.1.attn.c_attn.weight").shape() == Shape{48, 16});
+    CHECK(m.params.get("transformer.h.1.attn.c_attn.bias").shape() == Shape{48});
+    CHECK(m.params.get("transformer.h.0.attn.c_proj.weight").shape() == Shape{16, 16});
+    CHECK(m.params.get("transformer.h.0.mlp.c_fc.weight").shape() == Shape{64, 16});
+    CHECK(m.params.get("transformer.h.0.mlp.c_proj.weight").shape() == Shape{16, 64});
+    CHECK(m.params.find("transformer.h.0.attn.q_proj.weight") == nullptr);
+    CHECK(m.params.count() == g.params.count());
+    std::vector<std::string> names;
+    for (auto& [name, lin] : m.linears()) names.push_back(name);
+    CHECK(names == std::vector<std::string>{"transformer.h.0.attn.c_attn", "transformer.h.0.attn.c_proj",
+                                            "transformer.h.0.mlp.c_fc", "transformer.h.0.mlp.c_proj",
+                                            "transformer.h.1.attn.c_attn", "transformer.h.1.attn.c_proj",
+                                            "transformer.h.1.mlp.c_fc", "transformer.h.1.mlp.c_proj"});
+    GPTConfig back = GPTConfig::from_json(m.config.to_json());
+    CHECK(back.model_type == "gpt2");
+    CHECK(back.layer_norm_epsilon == 1e-3f);
+    GPTConfig bad = tiny_config();
+    bad.model_type = "llama";
+    CHECK_THROWS_WITH_AS(bad.validate(), doctest::Contains("model_type must be \"gpt\" or \"gpt2\", got \"llama\""),
+                         ValueError);
+}
+
+TEST_CASE("gpt: gradcheck through the fused c_attn of the gpt2 layout") {
+    Rng rng(14);
+    GPT m(tiny_gpt2_config(), rng);
+    perturb(m, 15);
+    Tensor I = Tensor::from_ints({1, 5, 3, 9, 0, 2}, {1, 6});
+    std::vector<Tensor> inputs = {m.params.get("transformer.h.0.attn.c_attn.weight"),
+                                  m.params.get("transformer.h.1.attn.c_attn.bias"),
+                                  m.params.get("transformer.h.1.mlp.c_proj.weight")};
+    GradcheckOptions o;
+    o.precise = true;
+    o.max_elems = 40;
+    gradcheck("gpt2", [&](const std::vector<Tensor>&) { return m.forward(I); }, inputs, o);
+}
+
 TEST_CASE("gpt: invalid configs and sequences are clear errors") {
     Rng rng(7);
     GPTConfig c = tiny_config();

@@ -19,6 +19,11 @@ TEST_CASE("ops: shape op gradcheck passes on random input") {
     gradcheck("reshape", [](const std::vector<Tensor>& in) { return reshape(in[0], {10, 6}); }, {x});
     gradcheck("concat_seq", [](const std::vector<Tensor>& in) { return concat_seq(in[0], in[1]); }, {x, b});
     gradcheck("slice_seq", [](const std::vector<Tensor>& in) { return slice_seq(in[0], 1, 3); }, {x});
+    gradcheck("slice_last", [](const std::vector<Tensor>& in) { return slice_last(in[0], 2, 3); }, {x});
+    // the three column blocks of one tensor, as GPT-2's q|k|v: their gradients land side by side
+    gradcheck("slice_last x3", [](const std::vector<Tensor>& in) {
+        return add(add(slice_last(in[0], 0, 2), scale(slice_last(in[0], 2, 2), 2.f)), slice_last(in[0], 4, 2));
+    }, {x});
     Tensor p = param({1, 4, 3}, rng);
     gradcheck("repeat_batch", [](const std::vector<Tensor>& in) { return repeat_batch(in[0], 5); }, {p});
     gradcheck("sum", [](const std::vector<Tensor>& in) { return sum(in[0]); }, {x});
@@ -79,6 +84,13 @@ TEST_CASE("ops: concat_seq and slice_seq move exact values") {
     CHECK(slice_seq(y, 0, 2).to_vector() == a.to_vector());
     CHECK(slice_seq(y, 2, 1).to_vector() == b.to_vector());
     CHECK(slice_seq(y, 1, 0).shape() == Shape{2, 0, 3});
+}
+
+TEST_CASE("ops: slice_last moves exact values and names bad columns") {
+    Tensor x = iota({2, 2, 6});
+    CHECK(slice_last(x, 4, 2).to_vector() == std::vector<float>{4, 5, 10, 11, 16, 17, 22, 23});
+    CHECK(slice_last(x, 0, 6).to_vector() == x.to_vector());
+    CHECK_THROWS_WITH_AS(slice_last(x, 5, 2), doctest::Contains("columns [5, 7) are outside x [2, 2, 6]"), ShapeError);
 }
 
 TEST_CASE("ops: reshape shares storage and repeat_batch copies x B times") {
