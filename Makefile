@@ -22,7 +22,7 @@ TEST_SRC := $(wildcard tests/*.cpp)
 obj = $(patsubst %.cpp,$(BUILD)/obj/%.o,$(1))
 
 all: $(BUILD)/peft
-.PHONY: all deps test test-asan sanitize train compare bench bench-engine fuzz check-leaks clean
+.PHONY: all deps test test-asan sanitize train compare bench bench-engine fuzz check-leaks clean gpt2-lora
 
 # `make train`: pretrain a base model on DATA (once; reused when present), then fine-tune it
 # with METHOD on the task TASK. Override any of these: make train METHOD=ia3 TASK=reverse
@@ -44,6 +44,21 @@ train: $(BUILD)/peft
 	./$(BUILD)/peft train --base $(RUNS)/base/model.safetensors --data $(TASK) --method $(METHOD) \
 	  --out $(RUNS)/$(METHOD)-$(TASK) --steps $(FT_STEPS) --lr $(FT_LR) --eval_every 100 --samples 40
 	@echo "logs and plots: $(RUNS)/base/{log.csv,loss.svg}, $(RUNS)/$(METHOD)-$(TASK)/{log.csv,loss.svg}"
+
+# `make gpt2-lora GPT2=DIR TEXT=FILE`: fine-tune a GPT-2 you have (a Hugging Face folder with config.json,
+# model.safetensors, vocab.json + merges.txt: gpt2, distilgpt2, ...) with LoRA on c_attn on your own text,
+# then sample from it. Nothing is downloaded. The adapter folder loads in HF PEFT (docs/GPT2.md).
+GPT2 ?=
+TEXT ?=
+GPT2_STEPS ?= 200
+GPT2_BLOCK ?= 128
+GPT2_LR ?= 1e-3
+PROMPT ?= The
+gpt2-lora: $(BUILD)/peft
+	@if [ -z "$(GPT2)" ] || [ -z "$(TEXT)" ]; then echo "usage: make gpt2-lora GPT2=path/to/gpt2-folder TEXT=your-text.txt"; exit 2; fi
+	./$(BUILD)/peft train --base $(GPT2) --data $(TEXT) --method lora --target_modules c_attn --out $(RUNS)/gpt2-lora \
+	  --steps $(GPT2_STEPS) --block $(GPT2_BLOCK) --batch 4 --lr $(GPT2_LR) --eval_every 50 --eval_iters 4 --samples 40
+	./$(BUILD)/peft generate --model $(GPT2) --adapter $(RUNS)/gpt2-lora --prompt "$(PROMPT)" --max_new 60 --temperature 0.8
 
 # `make compare`: full fine-tuning and every PEFT method on TASK from the same base model, one table
 # (runs/compare/compare.md, .csv, val_loss.svg, memory.svg).

@@ -63,8 +63,14 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
         Checkpoint ck = load_checkpoint(f.resume && f.method.method == "full" ? own_ckpt : f.base);
         model = std::move(ck.model);
         tok = ck.tokenizer;
-        for (const char* flag : {"--n_layer", "--n_head", "--n_embd", "--block"})
+        for (const char* flag : {"--n_layer", "--n_head", "--n_embd"})
             ENGINE_CHECK(!cmd.count(flag), ValueError, "{} cannot change a loaded model (it is {})", flag, model->config.to_json());
+        if (cmd.count("--block")) {   // on a loaded model: the training sequence length (e.g. 256 of GPT-2's 1024)
+            ENGINE_CHECK(f.model.block_size <= model->config.block_size, ValueError,
+                         "--block {} is larger than the loaded model's block_size {}", f.model.block_size,
+                         model->config.block_size);
+            f.train.block = f.model.block_size;
+        }
         if (cmd.count("--dropout")) model->config.dropout = f.model.dropout;
     } else {
         text = std::make_unique<TextDataset>(path);
@@ -228,13 +234,13 @@ void add_train_command(CLI::App& app) {
     f->common.add(*cmd);
     cmd->add_option("--data", f->data, "dataset name (stories, add, reverse, dates) or a file path")->required();
     cmd->add_option("--out", f->out, "output folder")->required();
-    cmd->add_option("--base", f->base, "base checkpoint to fine-tune");
+    cmd->add_option("--base", f->base, "base checkpoint or Hugging Face GPT-2 folder to fine-tune");
     cmd->add_flag("--resume", f->resume, "continue the run in --out exactly where it stopped");
     cmd->add_flag("--json", f->json_out, "print the final results as one JSON object on the last line");
     add_number(cmd, "--n_layer", f->model.n_layer, "transformer blocks", 1, 1024)->capture_default_str();
     add_number(cmd, "--n_head", f->model.n_head, "attention heads", 1, 1024)->capture_default_str();
     add_number(cmd, "--n_embd", f->model.n_embd, "width", 1, 1 << 16)->capture_default_str();
-    add_number(cmd, "--block", f->model.block_size, "block size (longest sequence)", 1, 1 << 16)->capture_default_str();
+    add_number(cmd, "--block", f->model.block_size, "block size (longest sequence); with --base: the training sequence length", 1, 1 << 16)->capture_default_str();
     add_number(cmd, "--dropout", f->model.dropout, "dropout probability", 0.0, 0.99)->capture_default_str();
     add_number(cmd, "--steps", f->train.steps, "optimizer steps", 0, 1 << 30)->capture_default_str();
     add_number(cmd, "--batch", f->train.batch, "sequences per micro-batch", 1, 1 << 16)->capture_default_str();

@@ -27,7 +27,7 @@ static void attend_cached(const float* q, const float* K, const float* V, int64_
         for (int64_t i = 0; i < T; i++) {
             const int64_t n = past + i + 1;
             const float* qi = q + i * C + hh * D;
-            std::vector<float> s(size_t(n));
+            std::vector<float> s(static_cast<size_t>(n));
             float mx = -INFINITY;
             for (int64_t j = 0; j < n; j++) {
                 const float* kj = K + j * C + hh * D;
@@ -70,7 +70,7 @@ std::vector<float> GPT::decode(const std::vector<int32_t>& ids, KVCache& cache) 
 
     Tensor x = wte(Tensor::from_ints(ids, {1, int64_t(ids.size())}));
     if (Pv > 0) x = concat_seq(hooks->virtual_tokens(1), x);
-    std::vector<int32_t> pos(size_t(T));
+    std::vector<int32_t> pos(static_cast<size_t>(T));
     for (int64_t t = 0; t < T; t++) pos[size_t(t)] = int32_t(past + t);   // as forward(): after the prefix
     x = add(x, wpe(Tensor::from_ints(pos, {1, T})));
 

@@ -1,6 +1,7 @@
 // models/hf_gpt2.cpp — import and export of Hugging Face GPT-2 folders (see hf_gpt2.h).
 #include "hf_gpt2.h"
 #include <sys/stat.h>
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -188,7 +189,7 @@ void export_hf_gpt2(const std::string& dir, const GPT& model, const Tokenizer& t
     make_dirs(dir);
     const int32_t eot = int32_t(c.vocab_size - 1);   // GPT-2's <|endoftext|> is its last id
     (void)tok;
-    json cfg = {{"architectures", {"GPT2LMHeadModel"}},
+    json cfg = {{"architectures", json::array({"GPT2LMHeadModel"})},
                 {"model_type", "gpt2"},
                 {"activation_function", "gelu_new"},
                 {"n_embd", c.n_embd},

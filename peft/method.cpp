@@ -74,7 +74,10 @@ std::vector<std::pair<std::string, Linear*>> match_targets(GPT& model, const std
     if (!unmatched.empty()) {
         std::string names;
         const std::vector<BlockLinear> block = block_linears(model.config);
-        for (const BlockLinear& b : block) names += std::string(names.empty() ? "" : ", ") + b.name;
+        for (const BlockLinear& b : block) {   // the last part of each name, once: q_proj, ... or c_attn, c_proj, c_fc
+            const std::string n = b.name.substr(b.name.rfind('.') + 1);
+            if ((", " + names + ", ").find(", " + n + ", ") == std::string::npos) names += (names.empty() ? "" : ", ") + n;
+        }
         throw ValueError(fmt::format("Target modules [{}] not found in the base model; its Linear modules are "
                                      "{} (e.g. transformer.h.0.{})",
                                      fmt::join(unmatched, ", "), names, block[0].name));

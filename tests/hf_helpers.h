@@ -32,7 +32,7 @@ inline std::unique_ptr<GPT> tiny_model(uint64_t seed = 1, int64_t vocab = 13) {
 }
 
 inline nlohmann::json config_json(const GPTConfig& c) {
-    return {{"model_type", "gpt2"},        {"architectures", {"GPT2LMHeadModel"}}, {"n_embd", c.n_embd},
+    return {{"model_type", "gpt2"},        {"architectures", nlohmann::json::array({"GPT2LMHeadModel"})}, {"n_embd", c.n_embd},
             {"n_head", c.n_head},          {"n_layer", c.n_layer},                 {"n_positions", c.block_size},
             {"n_ctx", c.block_size},       {"vocab_size", c.vocab_size},          {"layer_norm_epsilon", c.layer_norm_epsilon},
             {"activation_function", "gelu_new"}, {"resid_pdrop", 0.1},            {"n_inner", nullptr}};

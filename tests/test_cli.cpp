@@ -217,7 +217,7 @@ TEST_CASE("cli: a binary dataset exits 1 saying it looks binary") {
 
 TEST_CASE("cli: --block larger than the loaded base model's exits 1 before training") {
     expect_error(std::string("train --base base/model.safetensors --method lora --data t.tsv --out o --block 64 ") + kQuick,
-                 "--block cannot change a loaded model");
+                 "--block 64 is larger than the loaded model's block_size");
     CHECK(peft("train --base base/model.safetensors --method lora --data t.tsv --out o --block 64").out.find("step") ==
           std::string::npos);
 }

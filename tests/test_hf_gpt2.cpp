@@ -3,6 +3,7 @@
 // round trips.
 #include "hf_helpers.h"
 #include "models/hf_gpt2.h"
+#include "engine/fileio.h"
 #include "engine/safetensors.h"
 #include "reference/naive_gpt.h"
 
@@ -132,6 +133,109 @@ TEST_CASE("hf_gpt2: a model of the gpt layout exports fused and computes the sam
     std::string why;
     std::vector<float> a = logits_of(*g), b = logits_of(*m);
     CHECK_MESSAGE(allclose(b, std::vector<double>(a.begin(), a.end()), 1e-5, 1e-5, &why), why);
+}
+
+// ---- HF-format adapters on a GPT-2 base
+
+TEST_CASE("hf_gpt2: LoRA on a gpt2 base defaults to c_attn with HF's keys, shapes and fan_in_fan_out") {
+    auto m = hf::tiny_model(6);
+    Rng rng(1);
+    auto lora = make_method({{"peft_type", "LORA"}, {"r", 4}}, *m, rng);
+    CHECK(lora->config_json()["target_modules"] == json::array({"c_attn"}));
+    CHECK(lora->config_json()["fan_in_fan_out"] == true);
+    std::map<std::string, Shape> keys;
+    for (auto& [name, t] : lora->state()) keys[name] = t.shape();
+    CHECK(keys == std::map<std::string, Shape>{
+                      {"base_model.model.transformer.h.0.attn.c_attn.lora_A.weight", Shape{4, 16}},
+                      {"base_model.model.transformer.h.0.attn.c_attn.lora_B.weight", Shape{48, 4}},
+                      {"base_model.model.transformer.h.1.attn.c_attn.lora_A.weight", Shape{4, 16}},
+                      {"base_model.model.transformer.h.1.attn.c_attn.lora_B.weight", Shape{48, 4}}});
+    CHECK(lora->expected_params(m->config) == lora->params.count());
+}
+
+TEST_CASE("hf_gpt2: target names match by suffix as HF does (c_proj is both, attn.c_proj one)") {
+    auto names = [](const json& targets) {
+        auto m = hf::tiny_model(7);
+        Rng rng(1);
+        auto lora = make_method({{"peft_type", "LORA"}, {"r", 2}, {"target_modules", targets}}, *m, rng);
+        std::vector<std::string> out;
+        for (auto& [name, t] : lora->state())
+            if (name.find("lora_A") != std::string::npos && name.find(".h.0.") != std::string::npos) out.push_back(name);
+        return out;
+    };
+    CHECK(names({"c_proj"}) == std::vector<std::string>{"base_model.model.transformer.h.0.attn.c_proj.lora_A.weight",
+                                                        "base_model.model.transformer.h.0.mlp.c_proj.lora_A.weight"});
+    CHECK(names({"attn.c_proj"}) == std::vector<std::string>{"base_model.model.transformer.h.0.attn.c_proj.lora_A.weight"});
+    CHECK(names({"c_fc", "mlp.c_proj"}) == std::vector<std::string>{"base_model.model.transformer.h.0.mlp.c_fc.lora_A.weight",
+                                                                    "base_model.model.transformer.h.0.mlp.c_proj.lora_A.weight"});
+}
+
+TEST_CASE("hf_gpt2: IA3 on a gpt2 base uses HF's defaults and ia3_l shapes") {
+    auto m = hf::tiny_model(8);
+    Rng rng(1);
+    auto ia3 = make_method({{"peft_type", "IA3"}}, *m, rng);
+    CHECK(ia3->config_json()["target_modules"] == json::array({"c_attn", "mlp.c_proj"}));
+    CHECK(ia3->config_json()["feedforward_modules"] == json::array({"mlp.c_proj"}));
+    std::map<std::string, Shape> keys;
+    for (auto& [name, t] : ia3->state()) keys[name] = t.shape();
+    CHECK(keys.at("base_model.model.transformer.h.1.attn.c_attn.ia3_l") == Shape{48, 1});
+    CHECK(keys.at("base_model.model.transformer.h.1.mlp.c_proj.ia3_l") == Shape{1, 64});
+    CHECK(keys.size() == 4);
+}
+
+TEST_CASE("hf_gpt2: an adapter folder as HF PEFT writes it for gpt2 loads and gives the formula's logits") {
+    auto m = hf::tiny_model(9);
+    TempDir tmp;
+    // HF PEFT's adapter_config.json for GPT2LMHeadModel, every field it writes.
+    const json cfg = {{"alpha_pattern", json::object()}, {"auto_mapping", nullptr}, {"base_model_name_or_path", "gpt2"},
+                      {"bias", "none"}, {"fan_in_fan_out", true}, {"inference_mode", true}, {"init_lora_weights", true},
+                      {"layers_pattern", nullptr}, {"layers_to_transform", nullptr}, {"lora_alpha", 8},
+                      {"lora_dropout", 0.1}, {"modules_to_save", nullptr}, {"peft_type", "LORA"}, {"r", 2},
+                      {"rank_pattern", json::object()}, {"revision", nullptr}, {"target_modules", {"c_attn"}},
+                      {"task_type", "CAUSAL_LM"}, {"use_dora", false}, {"use_rslora", false}};
+    std::ofstream(tmp / "adapter_config.json") << cfg.dump(2);
+    Rng rng(3);
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    std::vector<Tensor> A(2), B(2);
+    for (int l = 0; l < 2; l++) {
+        const std::string p = fmt::format("base_model.model.transformer.h.{}.attn.c_attn.", l);
+        A[size_t(l)] = Tensor::randn({2, 16}, rng, 0.3f), B[size_t(l)] = Tensor::randn({48, 2}, rng, 0.3f);
+        tensors.push_back({p + "lora_A.weight", A[size_t(l)]});
+        tensors.push_back({p + "lora_B.weight", B[size_t(l)]});
+    }
+    save_safetensors(tmp / "adapter_model.safetensors", tensors, {{"format", "pt"}});
+    const std::vector<float> base = logits_of(*m);
+    // The formula on a copy: HF's Conv1D weight W (in, out) gains s·(B A)ᵀ, i.e. ours (out, in) gains s·B A.
+    auto ref = hf::tiny_model(9);
+    for (int l = 0; l < 2; l++) {
+        float* W = ref->params.get(fmt::format("transformer.h.{}.attn.c_attn.weight", l)).data();
+        for (int64_t o = 0; o < 48; o++)
+            for (int64_t i = 0; i < 16; i++) {
+                double d = 0;
+                for (int64_t k = 0; k < 2; k++) d += double(B[size_t(l)].data()[o * 2 + k]) * A[size_t(l)].data()[k * 16 + i];
+                W[o * 16 + i] += float(4.0 * d);   // s = lora_alpha / r = 4
+            }
+    }
+    Rng r2(0);
+    PeftModel pm(*m);
+    pm.add("hf", load_adapter(tmp.path, *m, r2));
+    std::vector<float> got = logits_of(*m), want = logits_of(*ref);
+    std::string why;
+    CHECK_MESSAGE(allclose(got, std::vector<double>(want.begin(), want.end()), 1e-5, 1e-5, &why), why);
+    CHECK(got != base);
+    // Saved again, the folder has the same keys and shapes and says fan_in_fan_out: true.
+    save_adapter(tmp / "again", *pm.active(), *m);
+    SafeTensors st = load_safetensors(tmp / "again/adapter_model.safetensors");
+    CHECK(st.tensors.size() == 4);
+    CHECK(st.at("base_model.model.transformer.h.1.attn.c_attn.lora_B.weight").shape() == Shape{48, 2});
+    CHECK(json::parse(read_file(tmp / "again/adapter_config.json", 1 << 20))["fan_in_fan_out"] == true);
+}
+
+TEST_CASE("hf_gpt2: fan_in_fan_out true is refused on a model of the gpt layout") {
+    auto g = lesson_model(10);
+    Rng rng(1);
+    CHECK_THROWS_WITH_AS(make_method({{"peft_type", "LORA"}, {"fan_in_fan_out", true}}, *g, rng),
+                         doctest::Contains("`fan_in_fan_out` = true is for Conv1D layers"), ValueError);
 }
 
 }  // TEST_SUITE

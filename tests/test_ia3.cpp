@@ -215,7 +215,7 @@ TEST_CASE("ia3: bad config values and unknown targets are ValueErrors naming the
     };
     bad({{"target_modules", "k_proj"}}, "`target_modules` should be a list of module names");
     bad({{"target_modules", json::array()}}, "`target_modules` should be a list of module names");
-    bad({{"fan_in_fan_out", true}}, "`fan_in_fan_out` = true is not supported");
+    bad({{"fan_in_fan_out", true}}, "`fan_in_fan_out` = true is for Conv1D layers");
     bad({{"task_type", "SEQ_CLS"}}, "`task_type` = \"SEQ_CLS\" is not supported");
     bad({{"target_modules", {"key"}}, {"feedforward_modules", json::array()}},
         "Target modules [key] not found in the base model; its Linear modules are q_proj, k_proj");
