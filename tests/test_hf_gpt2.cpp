@@ -5,7 +5,7 @@
 #include "models/hf_gpt2.h"
 #include "engine/fileio.h"
 #include "engine/safetensors.h"
-#include "reference/naive_gpt.h"
+#include "models/reference_gpt.h"
 
 TEST_SUITE("hf_gpt2") {
 
