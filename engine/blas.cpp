@@ -28,6 +28,16 @@ void gemm_ld(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, c
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
         return;
     }
+    // One row of C (a generated token's forward through a Linear): sgemm would first pack all of
+    // B — for a weight matrix that copy costs as much as the product — so call sgemv, which reads
+    // B once: C = alpha · op(B)ᵀ a + beta · C with a the row of A (stride lda when A is transposed).
+    if (M == 1 && omp_get_level() == 0) {
+        if (beta == 0.f) std::fill(C, C + N, 0.f);   // C may hold garbage (NaN), and 0 · NaN is NaN
+        const int inc = ta == Trans::N ? 1 : int(lda);
+        if (tb == Trans::T) cblas_sgemv(CblasRowMajor, CblasNoTrans, int(N), int(K), alpha, B, int(ldb), A, inc, beta, C, 1);
+        else cblas_sgemv(CblasRowMajor, CblasTrans, int(K), int(N), alpha, B, int(ldb), A, inc, beta, C, 1);
+        return;
+    }
     auto sgemm = [&](int64_t m0, int64_t m1) {   // rows [m0, m1) of C
         const float* Am = A + (ta == Trans::N ? m0 * lda : m0);
         cblas_sgemm(CblasRowMajor, ta == Trans::N ? CblasNoTrans : CblasTrans, tb == Trans::N ? CblasNoTrans : CblasTrans,
