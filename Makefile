@@ -10,13 +10,19 @@ BUILD    ?= build
 SAN      ?=
 CXXFLAGS += -std=c++17 $(OPT) $(ARCH) $(DBG) -Wall -Wextra -fno-math-errno -fopenmp -MMD -MP -I. $(SAN)
 BLAS_DIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
-LDLIBS   += -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lfmt -fopenmp $(SAN)
-PKGS     := g++ make libopenblas-openmp-dev doctest-dev libfmt-dev nlohmann-json3-dev libcli11-dev
+LDLIBS   += -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lfmt -fopenmp -ldl $(SAN)
+PKGS     := g++ make libopenblas-openmp-dev doctest-dev libfmt-dev nlohmann-json3-dev libcli11-dev \
+            libopenmpi-dev openmpi-bin
+# MPI's flags from its compiler wrapper, asked when the one file that needs them is built (after
+# `deps` installed Open MPI). Only build/libpeft_mpi.so links MPI; the program loads it under
+# mpirun alone (Note [Loading MPI only under mpirun], engine/dist.cpp).
+MPI_CFLAGS = $(shell mpicxx --showme:compile)
+MPI_LIBS   = $(shell mpicxx --showme:link)
 
 # engine/openblas_core.cpp is linked into the programs, not the library (its Note says why;
 # `make OPENBLAS_CORE=` leaves it out).
 OPENBLAS_CORE ?= $(BUILD)/obj/engine/openblas_core.o
-LIB_SRC  := $(filter-out engine/openblas_core.cpp,$(wildcard engine/*.cpp data/*.cpp models/*.cpp peft/*.cpp))
+LIB_SRC  := $(filter-out engine/openblas_core.cpp engine/dist_mpi.cpp,$(wildcard engine/*.cpp data/*.cpp models/*.cpp peft/*.cpp))
 CLI_SRC  := $(wildcard cli/*.cpp)
 TEST_SRC := $(wildcard tests/*.cpp)
 obj = $(patsubst %.cpp,$(BUILD)/obj/%.o,$(1))
@@ -96,10 +102,13 @@ $(BUILD)/obj/%.o: %.cpp | $(BUILD)/.deps
 $(BUILD)/libpeft.a: $(call obj,$(LIB_SRC))
 	ar rcs $@ $^
 
-$(BUILD)/peft: $(call obj,$(CLI_SRC)) $(OPENBLAS_CORE) $(BUILD)/libpeft.a
+$(BUILD)/peft: $(call obj,$(CLI_SRC)) $(OPENBLAS_CORE) $(BUILD)/libpeft.a | $(BUILD)/libpeft_mpi.so
 	$(CXX) $^ -o $@ $(LDLIBS)
 
-$(BUILD)/tests: $(call obj,$(TEST_SRC)) $(call obj,cli/op_profile.cpp) $(OPENBLAS_CORE) $(BUILD)/libpeft.a
+$(BUILD)/libpeft_mpi.so: engine/dist_mpi.cpp engine/dist_backend.h | $(BUILD)/.deps
+	$(CXX) -std=c++17 $(OPT) $(DBG) -Wall -Wextra -fPIC -shared -I. $(SAN) $(MPI_CFLAGS) $< -o $@ $(MPI_LIBS)
+
+$(BUILD)/tests: $(call obj,$(TEST_SRC)) $(call obj,cli/op_profile.cpp) $(OPENBLAS_CORE) $(BUILD)/libpeft.a | $(BUILD)/libpeft_mpi.so
 	$(CXX) $^ -o $@ $(LDLIBS)
 
 # The CLI tests (tests/test_cli.cpp) run the real program named by PEFT_BIN.

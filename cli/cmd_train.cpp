@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <fstream>
 #include "common.h"
+#include "engine/dist.h"
 #include "engine/fileio.h"
 #include "engine/safetensors.h"
 #include "method_flags.h"
@@ -46,8 +47,14 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
     f.common.apply();
     f.train.seed = f.common.seed;
     f.train.validate();
-    ensure_dir(f.out);
+    const bool writer = dist::rank() == 0;   // under MPI only rank 0 writes files
+    if (writer) ensure_dir(f.out);
     const std::string path = resolve_dataset(f.data);
+    if (dist::size() > 1) {   // every rank reads the data itself: the same bytes?
+        const std::string bytes = read_file(path, size_t(kMaxDatasetBytes));
+        dist::check_same("the contents of the data file " + path,
+                         fmt::format("{:016x}", dist::hash_bytes(bytes.data(), bytes.size())));
+    }
     const bool task_data = is_task_file(path);
 
     // ---- the model: a base checkpoint, this run's own checkpoint (--resume, full), or a new one
@@ -116,11 +123,14 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
     nlohmann::json resolved = {{"data", path}, {"out", f.out}, {"method", f.method.method},
                                {"model", nlohmann::json::parse(model->config.to_json())},
                                {"steps", f.train.steps}, {"batch", f.train.batch}, {"block", trainer.block()},
+                               {"ranks", dist::size()}, {"global_batch", f.train.batch * dist::size() * f.train.grad_accum},
+                               {"data_streams", f.train.data_streams},
                                {"grad_accum", f.train.grad_accum}, {"lr", f.train.lr}, {"min_lr", f.train.min_lr},
                                {"warmup", f.train.warmup}, {"weight_decay", f.train.weight_decay},
                                {"grad_clip", f.train.grad_clip}, {"eval_every", f.train.eval_every},
                                {"seed", f.common.seed}};
     if (method) resolved["peft_config"] = method->config_json();
+    dist::check_same("the settings", resolved.dump());
     fmt::print("config: {}\n", resolved.dump());
     fmt::print("model: {} parameters, vocabulary {} ({})\n", model->params.count(), tok.vocab_size(),
                tok.kind() == Tokenizer::Kind::Char ? "characters" : "bytes");
@@ -135,7 +145,7 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
     // one, shown beside it: what the exact-match accuracy counts. Text data gets a continuation
     // sampled at temperature 0.8.
     auto print_sample = [&](const char* when) {
-        if (f.samples <= 0) return;
+        if (f.samples <= 0 || !writer) return;
         if (!task)
             return fmt::print("sample {}: {}{}\n", when, f.prompt, sample_text(*model, tok, f.prompt, f.samples, f.common.seed));
         const TaskDataset::Example& ex = task->examples(Split::Val).front();
@@ -148,7 +158,8 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
     print_sample("before");
 
     // ---- train, logging every step, checkpointing at every validation
-    std::ofstream csv(f.out + "/log.csv", f.resume ? std::ios::app : std::ios::trunc);
+    std::ofstream csv;
+    if (writer) csv.open(f.out + "/log.csv", f.resume ? std::ios::app : std::ios::trunc);
     if (!f.resume) csv << "step,train_loss,val_loss,lr,tokens_per_s\n";
     std::vector<std::pair<double, double>> train_pts, val_pts;
     const bool tty = stdout_is_terminal();
@@ -156,30 +167,37 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
     const int64_t first = trainer.step();
     const int64_t every = std::max<int64_t>(1, f.train.steps / 20);
     auto save_all = [&]() {
+        check_replicas(trainable, trainer.optimizer(), fmt::format("at step {}", trainer.step()));
+        std::map<std::string, std::string> meta = trainer.state_metadata();   // gathers every rank's streams
+        if (!writer) return;
         NamedTensors state = trainer.optimizer_tensors();
         if (method)
             for (const Param& p : method->params.all()) state.push_back({"train.param." + p.name, p.tensor});
-        std::map<std::string, std::string> meta = trainer.state_metadata();
         save_safetensors(state_file, state, meta);
         if (method) save_adapter(f.out, *method, *model);
         else save_checkpoint(own_ckpt, *model, tok, meta);
     };
     LogRow last;
-    std::vector<double> step_ms;
+    std::vector<double> step_ms, step_tps, comm_ms;
     trainer.run(
         [&](const LogRow& r) {
             last = r;
             step_ms.push_back(r.ms);
+            step_tps.push_back(r.tokens_per_s);
+            comm_ms.push_back(r.allreduce_ms);
             csv << fmt::format("{},{:.6f},{},{:.6g},{:.1f}\n", r.step + 1, r.train_loss,
                                std::isnan(r.val_loss) ? std::string() : fmt::format("{:.6f}", r.val_loss), r.lr, r.tokens_per_s);
             train_pts.push_back({double(r.step + 1), r.train_loss});
             if (!std::isnan(r.val_loss)) val_pts.push_back({double(r.step + 1), r.val_loss});
             const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             const double eta = el / double(r.step + 1 - first) * double(f.train.steps - r.step - 1);
-            std::string line = fmt::format("step {}/{} | loss {:.4f}{} | lr {:.2e} | {:.0f} tok/s | ETA {:.0f}s",
+            std::string line = fmt::format("step {}/{} | loss {:.4f}{} | lr {:.2e} | {:.0f} tok/s{} | ETA {:.0f}s",
                                            r.step + 1, f.train.steps, r.train_loss,
                                            std::isnan(r.val_loss) ? "" : fmt::format(" | val {:.4f}", r.val_loss), r.lr,
-                                           r.tokens_per_s, eta);
+                                           r.tokens_per_s,
+                                           dist::size() > 1 ? fmt::format(" | all-reduce {} {:.2f} ms", human_bytes(r.allreduce_bytes),
+                                                                          r.allreduce_ms) : "",
+                                           eta);
             if (tty) fmt::print("\r{:<100}{}", line, std::isnan(r.val_loss) ? "" : "\n");
             else if ((r.step + 1) % every == 0 || !std::isnan(r.val_loss)) fmt::print("{}\n", line);
             std::fflush(stdout);
@@ -187,7 +205,7 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
         [&](const LogRow&) {
             csv.flush();
             save_all();
-            atomic_write_file(f.out + "/loss.svg",
+            if (writer) atomic_write_file(f.out + "/loss.svg",
                               line_chart_svg("loss", "step", "cross-entropy", {{"train", train_pts}, {"val", val_pts}}));
         });
     if (trainer.step() == first) save_all();   // nothing to train (resumed at the end): still leave the files
@@ -213,9 +231,11 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
     }
     fmt::print("saved file size: {}\n", human_bytes(saved_bytes));
     if (f.json_out) {
-        std::sort(step_ms.begin(), step_ms.end());
+        auto median = [](std::vector<double> v) { std::sort(v.begin(), v.end()); return v.empty() ? 0.0 : v[v.size() / 2]; };
         nlohmann::json j = {{"steps", trainer.step()}, {"train_loss", last.train_loss}, {"val_loss", last.val_loss},
-                            {"ms_per_step", step_ms.empty() ? 0.0 : step_ms[step_ms.size() / 2]},
+                            {"ms_per_step", median(step_ms)}, {"tokens_per_s", median(step_tps)},
+                            {"ranks", dist::size()}, {"global_batch", f.train.batch * dist::size() * f.train.grad_accum},
+                            {"allreduce_bytes_per_step", last.allreduce_bytes}, {"allreduce_ms_per_step", median(comm_ms)},
                             {"saved_file_bytes", saved_bytes},
                             {"expected_trainable_params", method ? method->expected_params(model->config) : model->params.count()},
                             {"trainable_params", trainable.count(true)}, {"all_params", model->params.count() + (method ? method->params.count() : 0)},
@@ -244,6 +264,9 @@ void add_train_command(CLI::App& app) {
     add_number(cmd, "--dropout", f->model.dropout, "dropout probability", 0.0, 0.99)->capture_default_str();
     add_number(cmd, "--steps", f->train.steps, "optimizer steps", 0, 1 << 30)->capture_default_str();
     add_number(cmd, "--batch", f->train.batch, "sequences per micro-batch", 1, 1 << 16)->capture_default_str();
+    add_number(cmd, "--data_streams", f->train.data_streams,
+               "draw each batch as N equal parts from N example streams: the examples `mpirun -np N` takes with --batch/N per rank",
+               1, 1 << 16)->capture_default_str();
     add_number(cmd, "--grad_accum", f->train.grad_accum, "micro-batches per step", 1, 1 << 16)->capture_default_str();
     add_number(cmd, "--lr", f->train.lr, "peak learning rate", 1e-12, 10.0)->capture_default_str();
     add_number(cmd, "--min_lr", f->train.min_lr, "final learning rate of the cosine decay", 0.0, 10.0)->capture_default_str();

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include "engine/dist.h"
 #include "engine/ops.h"
 
 void TrainConfig::validate() const {
@@ -38,11 +39,23 @@ static AdamWConfig adamw_config(const TrainConfig& c) {
 
 Trainer::Trainer(GPT& model, ParamList& trainable, const TrainData& data, const TrainConfig& cfg, Rng* method_rng)
     : model_(model), trainable_(trainable), data_(data), cfg_(cfg), method_rng_(method_rng),
-      opt_(trainable, adamw_config(cfg)), data_rng_(cfg.seed) {
+      opt_(trainable, adamw_config(cfg)) {
     cfg_.validate();
     ENGINE_CHECK(trainable_.count(true) > 0, ValueError, "nothing to train: every parameter is frozen");
-    model_.dropout_rng.reseed(cfg.seed + 1);
+    // Rank r draws from example stream r and drops out with its own mask stream; one process
+    // draws from streams 0…data_streams−1.
+    first_stream_ = dist::rank();
+    for (int64_t s = 0; s < cfg_.data_streams; s++) data_rngs_.emplace_back(stream_seed(cfg.seed, first_stream_ + s));
+    model_.dropout_rng.reseed(stream_seed(cfg.seed + 1, dist::rank()));
     T_ = data_block(model, data, cfg.block);
+    check_same_start(model_.params, trainable_);
+}
+
+Batch Trainer::draw_batch() {
+    const int64_t per_stream = cfg_.batch / int64_t(data_rngs_.size());
+    std::vector<Batch> parts;
+    for (Rng& rng : data_rngs_) parts.push_back(data_.sample(Split::Train, per_stream, T_, rng));
+    return concat_batches(parts);
 }
 
 int64_t data_block(const GPT& model, const TrainData& data, int64_t requested) {
@@ -85,15 +98,20 @@ LogRow Trainer::train_step() {
     row.lr = lr_at(step_);
     opt_.zero_grad();
     double loss_sum = 0;
-    int64_t tokens = 0;
+    int64_t tokens = 0, targets = 0;
     for (int64_t micro = 0; micro < cfg_.grad_accum; micro++) {
-        Batch b = data_.sample(Split::Train, cfg_.batch, T_, data_rng_);
+        Batch b = draw_batch();
         tokens += b.ids.numel();
+        targets += target_tokens(b);
         Tensor loss = model_.loss(b.ids, b.targets, true);
         loss_sum += loss.item();
         (cfg_.grad_accum > 1 ? scale(loss, 1.0f / float(cfg_.grad_accum)) : loss).backward();
     }
-    row.train_loss = loss_sum / double(cfg_.grad_accum);
+    AllreduceStats comm;   // under MPI: every rank now holds the global batch's gradient and loss
+    row.train_loss = average_gradients(trainable_, loss_sum / double(cfg_.grad_accum), targets, comm);
+    row.allreduce_bytes = comm.bytes;
+    row.allreduce_ms = comm.ms;
+    tokens *= dist::size();
     row.grad_norm = grad_norm(trainable_);   // clipping is applied inside the update, below
     if (!std::isfinite(row.train_loss) || !std::isfinite(row.grad_norm)) {
         const std::string where = std::isfinite(row.train_loss)
@@ -118,11 +136,17 @@ LogRow Trainer::train_step() {
 double evaluate(GPT& model, const TrainData& data, int64_t B, int64_t T, int64_t iters, uint64_t seed) {
     NoGradGuard no_grad;
     Rng eval_rng(seed ^ 0x5eed5eedull);
-    double total = 0;
+    // Batch i is evaluated by rank i mod size; every rank draws every batch to keep the stream in
+    // step. Each loss lands in its own slot (the others add exact zeros), so the sum below runs
+    // in the one-process order and gives its bits.
+    std::vector<double> losses(size_t(iters), 0.0);
     for (int64_t i = 0; i < iters; i++) {
         Batch b = data.sample(Split::Val, B, T, eval_rng);
-        total += model.loss(b.ids, b.targets, false).item();
+        if (i % dist::size() == dist::rank()) losses[size_t(i)] = model.loss(b.ids, b.targets, false).item();
     }
+    dist::allreduce_sum(losses.data(), iters);
+    double total = 0;
+    for (double l : losses) total += l;
     return total / double(iters);
 }
 
@@ -138,8 +162,9 @@ double greedy_exact_match(GPT& model, const TaskDataset& task, Split s, int64_t 
     const int64_t n = max_examples > 0 ? std::min<int64_t>(max_examples, int64_t(ex.size())) : int64_t(ex.size());
     ENGINE_CHECK(n > 0, ValueError, "exact match: the {} split has no examples", split_name(s));
     NoGradGuard no_grad;
-    int64_t right = 0;
+    double right = 0;   // a count: exact in a double, summed over ranks below
     for (int64_t i0 = 0; i0 < n; i0 += batch) {
+        if ((i0 / batch) % dist::size() != dist::rank()) continue;   // another rank's batch
         const int64_t B = std::min(batch, n - i0);
         int64_t T = 1;
         for (int64_t i = i0; i < i0 + B; i++) T = std::max<int64_t>(T, int64_t(ex[size_t(i)].tokens.size()) - 1);
@@ -160,10 +185,13 @@ double greedy_exact_match(GPT& model, const TaskDataset& task, Split s, int64_t 
             right += ok;
         }
     }
-    return double(right) / double(n);
+    dist::allreduce_sum(&right, 1);
+    return right / double(n);
 }
 
-double Trainer::val_loss() { return evaluate(model_, data_, cfg_.batch, T_, cfg_.eval_iters, cfg_.seed); }
+// Under MPI with batch B per rank, validation batches hold the global N·B sequences: the numbers
+// of one process with --batch N·B.
+double Trainer::val_loss() { return evaluate(model_, data_, cfg_.batch * dist::size(), T_, cfg_.eval_iters, cfg_.seed); }
 
 void Trainer::run(const std::function<void(const LogRow&)>& on_log, const std::function<void(const LogRow&)>& on_eval) {
     while (step_ < cfg_.steps) {
@@ -176,8 +204,18 @@ void Trainer::run(const std::function<void(const LogRow&)>& on_log, const std::f
 }
 
 std::map<std::string, std::string> Trainer::state_metadata() const {
-    nlohmann::json j = {{"step", step_}, {"data_rng", data_rng_.state()}, {"dropout_rng", model_.dropout_rng.state()},
-                        {"optimizer_step", opt_.step_count()}};
+    nlohmann::json j = {{"step", step_}, {"optimizer_step", opt_.step_count()}};
+    // Every example stream's position and every rank's dropout stream: a resume with any number
+    // of ranks continues each stream that still has a reader (a new one starts at its beginning).
+    std::vector<std::string> streams;
+    for (const Rng& r : data_rngs_) streams.push_back(r.state());
+    std::vector<std::string> dropout = dist::allgather(model_.dropout_rng.state()), all_streams;
+    for (const std::string& mine : dist::allgather(nlohmann::json(streams).dump()))
+        for (const auto& st : nlohmann::json::parse(mine)) all_streams.push_back(st.get<std::string>());
+    j["data_rng"] = all_streams[0];
+    j["dropout_rng"] = dropout[0];
+    if (all_streams.size() > 1) j["data_rngs"] = all_streams;
+    if (dropout.size() > 1) j["dropout_rngs"] = dropout;
     if (method_rng_) j["method_rng"] = method_rng_->state();
     return {{"peft.train_state", j.dump()}};
 }
@@ -190,9 +228,20 @@ void Trainer::restore(const std::map<std::string, std::string>& meta, const std:
                      j["data_rng"].is_string() && j.contains("dropout_rng") && j["dropout_rng"].is_string() &&
                      j.contains("optimizer_step") && j["optimizer_step"].is_number_integer(),
                  ValueError, "resume: malformed training state '{}'", it->second.substr(0, 200));
-    ENGINE_CHECK(data_rng_.set_state(j["data_rng"].get<std::string>()) &&
-                     model_.dropout_rng.set_state(j["dropout_rng"].get<std::string>()),
-                 ValueError, "resume: malformed RNG state in the training state");
+    // Stream s continues from data_rngs[s] (or data_rng for s = 0 alone); a stream the saving run
+    // did not have starts fresh. Likewise this rank's dropout stream.
+    auto saved = [&j](const char* list, const char* one, int64_t s) -> std::string {
+        if (j.contains(list) && j[list].is_array() && s < int64_t(j[list].size()) && j[list][size_t(s)].is_string())
+            return j[list][size_t(s)].get<std::string>();
+        return s == 0 ? j[one].get<std::string>() : std::string();
+    };
+    bool ok = true;
+    for (size_t i = 0; i < data_rngs_.size(); i++)
+        if (std::string st = saved("data_rngs", "data_rng", first_stream_ + int64_t(i)); !st.empty())
+            ok = ok && data_rngs_[i].set_state(st);
+    if (std::string st = saved("dropout_rngs", "dropout_rng", dist::rank()); !st.empty())
+        ok = ok && model_.dropout_rng.set_state(st);
+    ENGINE_CHECK(ok, ValueError, "resume: malformed RNG state in the training state");
     if (method_rng_ && j.contains("method_rng") && j["method_rng"].is_string())
         ENGINE_CHECK(method_rng_->set_state(j["method_rng"].get<std::string>()), ValueError, "resume: malformed method RNG state");
     NamedTensors opt_state(optimizer.begin(), optimizer.end());

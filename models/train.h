@@ -15,6 +15,7 @@
 #include <map>
 #include <string>
 #include "data/dataset.h"
+#include "models/data_parallel.h"
 #include "engine/optim.h"
 #include "models/gpt.h"
 
@@ -32,6 +33,10 @@ struct TrainConfig {
     float grad_clip = 1.0f;     // global-norm clipping (0 = off)
     uint64_t seed = 1337;       // data order and dropout
     bool skip_nonfinite = false;   // on a NaN/Inf loss or gradient: skip the batch instead of stopping
+    // One process drawing each batch as N equal parts from example streams 0…N−1: the same
+    // examples as `mpirun -np N` with batch/N per rank (models/data_parallel.h). Under MPI, 1:
+    // rank r draws from stream r.
+    int64_t data_streams = 1;
     void validate() const;      // ValueError listing every problem
 };
 
@@ -43,9 +48,12 @@ struct TrainData {
 };
 
 // Mean validation loss over `iters` batches drawn from Rng(seed): the same batches every call.
+// Under MPI the batches are shared out over the ranks and the result is the same on every rank,
+// bit for bit the one-process number (each rank calls it).
 double evaluate(GPT& model, const TrainData& data, int64_t B, int64_t T, int64_t iters, uint64_t seed);
 // Greedy exact match on the first max_examples (0 = all) examples of split s, teacher-forced and
-// batched (Note [Exact match in one forward]). Returns the fraction answered right.
+// batched (Note [Exact match in one forward]). Returns the fraction answered right. Under MPI the
+// batches are shared out over the ranks (each rank calls it).
 double greedy_exact_match(GPT& model, const TaskDataset& task, Split s, int64_t max_examples = 0, int64_t batch = 32);
 // The sequence length the data needs (task) or allows (text: block_size minus virtual tokens).
 int64_t data_block(const GPT& model, const TrainData& data, int64_t requested);
@@ -54,6 +62,8 @@ struct LogRow {
     int64_t step = 0;
     double train_loss = 0, lr = 0, tokens_per_s = 0, grad_norm = 0, ms = 0;   // ms: wall time of the step
     double val_loss = std::numeric_limits<double>::quiet_NaN();   // NaN when not evaluated
+    int64_t allreduce_bytes = 0;   // under MPI: gradient bytes all-reduced this step
+    double allreduce_ms = 0;       //           and the time it took
 };
 
 class Trainer {
@@ -85,6 +95,8 @@ private:
     TrainConfig cfg_;
     Rng* method_rng_;
     AdamW opt_;
-    Rng data_rng_;
+    std::vector<Rng> data_rngs_;   // the example streams this process draws from
+    int64_t first_stream_ = 0;     // the number of data_rngs_[0]: the rank under MPI, else 0
     int64_t step_ = 0, T_ = 0;
+    Batch draw_batch();
 };
