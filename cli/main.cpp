@@ -16,8 +16,19 @@ static void join_mpi_job(int argc, char** argv) {
     if (dist::rank() != 0 && !std::freopen("/dev/null", "w", stdout)) dist::abort(1);
     if (!std::getenv("OMP_NUM_THREADS"))
         set_num_threads(std::max(1, int(std::thread::hardware_concurrency()) / dist::local_size()));
-    nlohmann::json args = nlohmann::json::array();
-    for (int i = 1; i < argc; i++) args.push_back(argv[i]);
+    // The command line as {"subcommand": "train", "--lr": "0.01", ...}, so a difference names the flag.
+    nlohmann::json args = nlohmann::json::object();
+    std::string key = "subcommand";
+    for (int i = 1; i < argc; i++) {
+        const std::string a = argv[i];
+        if (a.rfind("--", 0) == 0) {
+            key = a;
+            args[key] = "";
+            continue;
+        }
+        const std::string before = args.contains(key) ? args[key].get<std::string>() : "";
+        args[key] = before.empty() ? a : before + " " + a;
+    }
     dist::check_same("the command line", args.dump());
 }
 

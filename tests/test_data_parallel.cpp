@@ -8,7 +8,10 @@
 // skipped "worker" case selected, trains every method under MPI and rank 0 saves the trained
 // tensors; the case that launched it trains the same in one process and compares (≤ 1e-5 after
 // 20 steps). Where mpirun is missing they say so and skip (`make test` installs Open MPI).
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -222,3 +225,164 @@ TEST_CASE("data parallel: 2 ranks × batch 2 train the parameters of 1 process �
 }
 
 }  // TEST_SUITE
+
+// ---- the program under mpirun: what rank 0 writes, resuming across rank counts, and faults
+
+namespace {
+
+struct Shell {
+    int code = -1;
+    std::string out, err;
+};
+
+std::string slurp(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+std::string peft_bin() {
+    const char* env = std::getenv("PEFT_BIN");
+    return fs::absolute(env && *env ? env : "build/peft").string();
+}
+
+// A shell command inside `dir`, stdout and stderr captured.
+Shell sh(const std::string& dir, const std::string& cmd) {
+    const std::string full = "cd '" + dir + "' && OMP_NUM_THREADS=1 " + cmd + " >sh.out 2>sh.err";
+    const int status = std::system(full.c_str());
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(dir + "/sh.out"), slurp(dir + "/sh.err")};
+}
+
+json last_json_line(const std::string& out) {
+    std::string s = out;
+    while (!s.empty() && s.back() == '\n') s.pop_back();
+    return json::parse(s.substr(s.find_last_of('\n') + 1));
+}
+
+std::map<std::string, std::vector<float>> tensors_of(const std::string& file) {
+    std::map<std::string, std::vector<float>> out;
+    for (const auto& [name, t] : load_safetensors(file).tensors) out[name] = t.to_vector();
+    return out;
+}
+
+// A folder with a corpus, a task file, and a tiny base model pretrained in one process.
+struct MpiWorkspace {
+    std::string dir, peft;
+    MpiWorkspace() : dir(temp_dir()), peft("'" + peft_bin() + "'") {
+        std::string corpus;
+        for (int i = 0; i < 60; i++) corpus += "the cat sat on the mat. ";
+        std::ofstream(dir + "/c.txt") << corpus << "\n0123456789+=.\t\n";
+        std::ofstream(dir + "/t.tsv") << task_text();
+        const Shell r = sh(dir, peft + " train --data c.txt --out base --steps 2 --n_layer 1 --n_head 2 --n_embd 16 --block 16 "
+                                       "--batch 2 --eval_iters 1 --samples 0 --threads 1 --dropout 0");
+        REQUIRE_MESSAGE(r.code == 0, r.err);
+    }
+    ~MpiWorkspace() { std::error_code ec; fs::remove_all(dir, ec); }
+    // `peft train` fine-tuning LoRA on the task, with the given extra flags
+    std::string lora(const std::string& out, const std::string& flags) const {
+        return peft + " train --base base/model.safetensors --method lora --lora_dropout 0 --data t.tsv --out " + out +
+               " --eval_iters 2 --samples 0 --threads 1 --json " + flags;
+    }
+};
+
+}  // namespace
+
+TEST_SUITE("data parallel") {
+
+TEST_CASE("data parallel: peft train under mpirun — rank 0 writes, one process continues it, and back") {
+    if (!have_mpirun()) {
+        MESSAGE("skipped: mpirun not found (install openmpi-bin; `make test` does)");
+        return;
+    }
+    MpiWorkspace ws;
+    // 2 ranks × batch 2, and its one-process twin with batch 4 over the same two streams
+    const Shell two = sh(ws.dir, mpirun(2) + ws.lora("two", "--steps 6 --eval_every 3 --batch 2"));
+    REQUIRE_MESSAGE(two.code == 0, two.err);
+    const Shell one = sh(ws.dir, ws.lora("one", "--steps 6 --eval_every 3 --batch 4 --data_streams 2"));
+    REQUIRE_MESSAGE(one.code == 0, one.err);
+    const json j2 = last_json_line(two.out), j1 = last_json_line(one.out);
+    CHECK(j2["ranks"] == 2);
+    CHECK(j2["global_batch"] == 4);
+    CHECK(j1["global_batch"] == 4);
+    // only trainable gradients on the wire: 4 bytes each, plus the loss/count/flags header
+    const int64_t grads = 4 * j2["trainable_params"].get<int64_t>();
+    CHECK(j2["allreduce_bytes_per_step"].get<int64_t>() >= grads);
+    CHECK(j2["allreduce_bytes_per_step"].get<int64_t>() <= grads + 8 * 64);
+    CHECK(j1["allreduce_bytes_per_step"] == 0);
+    CHECK(std::abs(j2["val_loss"].get<double>() - j1["val_loss"].get<double>()) < 1e-5);
+    CHECK(two.out.find("config:") == two.out.rfind("config:"));   // one rank printed
+    CHECK(max_abs_diff(tensors_of(ws.dir + "/two/adapter_model.safetensors"),
+                       tensors_of(ws.dir + "/one/adapter_model.safetensors")) <= 1e-5f);
+    const std::string log = slurp(ws.dir + "/two/log.csv");
+    CHECK(std::count(log.begin(), log.end(), '\n') == 1 + 6);   // the header and 6 steps, written once
+
+    // the 2-rank run continued by one process, and the 1-process run continued by 2 ranks: both
+    // keep drawing from streams 0 and 1, so they stay equal
+    const Shell r1 = sh(ws.dir, ws.lora("two", "--steps 10 --eval_every 5 --batch 4 --data_streams 2 --resume"));
+    REQUIRE_MESSAGE(r1.code == 0, r1.err);
+    const Shell r2 = sh(ws.dir, mpirun(2) + ws.lora("one", "--steps 10 --eval_every 5 --batch 2 --resume"));
+    REQUIRE_MESSAGE(r2.code == 0, r2.err);
+    CHECK(max_abs_diff(tensors_of(ws.dir + "/two/adapter_model.safetensors"),
+                       tensors_of(ws.dir + "/one/adapter_model.safetensors")) <= 1e-5f);
+}
+
+TEST_CASE("data parallel: ranks started differently refuse to start, naming the difference") {
+    if (!have_mpirun()) {
+        MESSAGE("skipped: mpirun not found (install openmpi-bin; `make test` does)");
+        return;
+    }
+    MpiWorkspace ws;
+    const std::string mpi = "mpirun --allow-run-as-root --oversubscribe --mca pml ob1 --mca btl self,vader ";
+    // a flag
+    Shell r = sh(ws.dir, mpi + "-np 1 " + ws.lora("o1", "--steps 2 --lr 0.01") + " : -np 1 " + ws.lora("o1", "--steps 2 --lr 0.02"));
+    CHECK(r.code != 0);
+    CHECK(r.err.find("error: rank 1 differs from rank 0 in the command line: --lr \"0.02\" vs \"0.01\"") != std::string::npos);
+    CHECK(!fs::exists(ws.dir + "/o1/adapter_model.safetensors"));
+    // the data file's contents: rank 1 runs in another folder whose t.tsv differs
+    fs::create_directories(ws.dir + "/other/base");
+    fs::copy(ws.dir + "/base/model.safetensors", ws.dir + "/other/base/model.safetensors");
+    std::ofstream(ws.dir + "/other/t.tsv") << task_text() << "9+9=\t18!\n";
+    r = sh(ws.dir, mpi + "-np 1 " + ws.lora("o2", "--steps 2") + " : -np 1 --wdir other " + ws.lora("o2", "--steps 2"));
+    CHECK(r.code != 0);
+    CHECK(r.err.find("rank 1 differs from rank 0 in the contents of the data file") != std::string::npos);
+    // a rank that cannot read the data says which rank and why
+    fs::remove(ws.dir + "/other/t.tsv");
+    r = sh(ws.dir, mpi + "-np 1 " + ws.lora("o3", "--steps 2") + " : -np 1 --wdir other " + ws.lora("o3", "--steps 2"));
+    CHECK(r.code != 0);
+    CHECK(r.err.find("error: rank 1 of 2: ") != std::string::npos);
+    CHECK(r.err.find("t.tsv") != std::string::npos);
+}
+
+TEST_CASE("data parallel: a rank killed with SIGKILL ends the job non-zero within seconds, files whole") {
+    if (!have_mpirun()) {
+        MESSAGE("skipped: mpirun not found (install openmpi-bin; `make test` does)");
+        return;
+    }
+    MpiWorkspace ws;
+    const std::string cmd = "cd '" + ws.dir + "' && (OMP_NUM_THREADS=1 " + mpirun(2) +
+                            ws.lora("k", "--steps 1000000 --eval_every 20 --batch 2") + " >k.out 2>k.err; echo $? >k.rc) &";
+    REQUIRE(std::system(cmd.c_str()) == 0);
+    // wait for a first save, then kill rank 1 (found by its environment)
+    for (int i = 0; i < 600 && !fs::exists(ws.dir + "/k/optimizer.safetensors"); i++) usleep(50000);
+    REQUIRE(fs::exists(ws.dir + "/k/optimizer.safetensors"));
+    pid_t victim = 0;
+    for (const auto& e : fs::directory_iterator("/proc")) {
+        const std::string env = slurp(e.path().string() + "/environ"), cmdline = slurp(e.path().string() + "/cmdline");
+        if (cmdline.find(ws.dir) == std::string::npos && env.find("PWD=" + ws.dir) == std::string::npos) continue;
+        if (cmdline.find("peft") != std::string::npos && env.find(std::string("OMPI_COMM_WORLD_RANK=1") + '\0') != std::string::npos)
+            victim = pid_t(std::stoi(e.path().filename().string()));
+    }
+    REQUIRE(victim > 0);
+    const auto t0 = std::chrono::steady_clock::now();
+    REQUIRE(kill(victim, SIGKILL) == 0);
+    while (!fs::exists(ws.dir + "/k.rc") && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30)) usleep(50000);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    REQUIRE(fs::exists(ws.dir + "/k.rc"));
+    usleep(100000);
+    CHECK(std::stoi(slurp(ws.dir + "/k.rc")) != 0);
+    CHECK(secs < 10);
+    // what is under the final names is whole
+    CHECK_NOTHROW(load_safetensors(ws.dir + "/k/optimizer.safetensors"));
+    CHECK_NOTHROW(load_safetensors(ws.dir + "/k/adapter_model.safetensors"));
+}
+
+}  // TEST_SUITE (the program under mpirun)
