@@ -106,7 +106,7 @@ $(BUILD)/peft: $(call obj,$(CLI_SRC)) $(OPENBLAS_CORE) $(BUILD)/libpeft.a | $(BU
 	$(CXX) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/libpeft_mpi.so: engine/dist_mpi.cpp engine/dist_backend.h | $(BUILD)/.deps
-	$(CXX) -std=c++17 $(OPT) $(DBG) -Wall -Wextra -fPIC -shared -I. $(SAN) $(MPI_CFLAGS) $< -o $@ $(MPI_LIBS)
+	$(CXX) -std=c++17 $(OPT) $(DBG) -Wall -Wextra -fPIC -shared -I. $(SAN) -DOMPI_SKIP_MPICXX $(MPI_CFLAGS) $< -o $@ $(MPI_LIBS)
 
 $(BUILD)/tests: $(call obj,$(TEST_SRC)) $(call obj,cli/op_profile.cpp) $(OPENBLAS_CORE) $(BUILD)/libpeft.a | $(BUILD)/libpeft_mpi.so
 	$(CXX) $^ -o $@ $(LDLIBS)

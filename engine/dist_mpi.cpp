@@ -1,6 +1,7 @@
 // engine/dist_mpi.cpp — the MPI side of engine/dist: each entry of DistBackend is one MPI call.
 // Built alone into build/libpeft_mpi.so (see the Makefile), the only file that includes mpi.h.
-// MPI counts are ints: buffers longer than 2^30 elements go in pieces.
+// MPI counts are ints: buffers longer than 2^30 elements go in pieces. OMPI_SKIP_MPICXX (Makefile):
+// only the C API, not Open MPI's deprecated C++ bindings.
 #include <mpi.h>
 #include <algorithm>
 #include "engine/dist_backend.h"
