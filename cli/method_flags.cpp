@@ -16,6 +16,7 @@ void MethodFlags::add(CLI::App& cmd) {
     add_number(g, "--lora_dropout", lora_dropout, "dropout on the LoRA branch", 0.0, 0.99);
     g->add_flag("--use_rslora", use_rslora, "scale by alpha / sqrt(r)");
     g->add_option("--target_modules", target_modules, "module names, e.g. q_proj v_proj")->delimiter(',');
+    g->add_option("--layers_to_transform", layers_to_transform, "LoRA: only these blocks, e.g. 2,3")->delimiter(',');
     g->add_option("--feedforward_modules", feedforward_modules, "IA3: modules scaled on their input")->delimiter(',');
     g->add_option("--placement", placement, "adapters: houlsby | pfeiffer")->check(CLI::IsMember({"houlsby", "pfeiffer"}));
     add_number(g, "--bottleneck_size", bottleneck_size, "adapters: bottleneck width m", 1, 1 << 20);
@@ -53,6 +54,7 @@ nlohmann::json MethodFlags::to_config(const CLI::App& cmd, const Tokenizer& tok)
         set("--lora_dropout", "lora_dropout", lora_dropout);
         set("--use_rslora", "use_rslora", use_rslora);
         set_if_given("--target_modules", "target_modules", target_modules);
+        set_if_given("--layers_to_transform", "layers_to_transform", layers_to_transform);
     } else if (method == "ia3") {
         c["peft_type"] = "IA3";
         set_if_given("--target_modules", "target_modules", target_modules);

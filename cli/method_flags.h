@@ -13,6 +13,7 @@ struct MethodFlags {
     // LoRA
     int r = 8; double lora_alpha = 16, lora_dropout = 0.05; bool use_rslora = false;
     std::vector<std::string> target_modules, feedforward_modules;
+    std::vector<int> layers_to_transform;   // LoRA: only these blocks (peft/targets.h)
     // bottleneck adapters
     std::string placement = "houlsby", non_linearity; int bottleneck_size = 0, reduction_factor = 16;
     // prompt learning

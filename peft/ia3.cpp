@@ -20,11 +20,12 @@
 #include <algorithm>
 #include "engine/kernels.h"
 #include "methods.h"
+#include "targets.h"
 
 // ---- config
 
 struct Ia3Config {
-    std::vector<std::string> target_modules{"k_proj", "v_proj", "fc_out"};   // e.g. ["k_proj", "v_proj", "fc_out"]
+    Targeting targets;   // target_modules (default ["k_proj", "v_proj", "fc_out"]), exclude_modules (targets.h)
     std::vector<std::string> feedforward_modules{"fc_out"};   // input-scaled targets, e.g. ["fc_out"]
     bool fan_in_fan_out = false;   // true on a gpt2 base (HF's Conv1D layout)
     std::string task_type = "CAUSAL_LM";
@@ -34,28 +35,32 @@ struct Ia3Config {
     // HF's defaults on gpt2: target_modules ["c_attn", "mlp.c_proj"], feedforward_modules ["mlp.c_proj"].
     static Ia3Config from_json(const json& j, const GPTConfig& model) {
         Ia3Config c;
-        if (model.model_type == "gpt2") c.target_modules = {"c_attn", "mlp.c_proj"}, c.feedforward_modules = {"mlp.c_proj"};
+        std::vector<std::string> default_targets = {"k_proj", "v_proj", "fc_out"};
+        if (model.model_type == "gpt2") default_targets = {"c_attn", "mlp.c_proj"}, c.feedforward_modules = {"mlp.c_proj"};
         ConfigReader f(j, "IA3");
         c.fan_in_fan_out = f.fan_in_fan_out(model);
-        const char* should = "a list of module names (e.g. [\"k_proj\", \"v_proj\"])";
-        c.target_modules = f.names("target_modules", c.target_modules, false, should);
+        c.targets = Targeting::read(f, default_targets, {false, false, false});
+        const char* should = "a list of module names (e.g. [\"fc_out\"])";
         c.feedforward_modules = f.names("feedforward_modules", c.feedforward_modules, true, should);
-        std::vector<std::string> outside;   // HF's rule: feedforward_modules ⊆ target_modules
+        // HF's rule: feedforward_modules ⊆ target_modules (checked where both are lists)
+        const json& tm = c.targets.target_modules();
+        std::vector<std::string> outside;
         for (const std::string& m : c.feedforward_modules)
-            if (std::find(c.target_modules.begin(), c.target_modules.end(), m) == c.target_modules.end())
-                outside.push_back(m);
+            if (tm.is_array() && std::find(tm.begin(), tm.end(), m) == tm.end()) outside.push_back(m);
         f.check(outside.empty(),
-                fmt::format("`feedforward_modules` should be a subset of `target_modules`: [{}] not in [{}]",
-                            fmt::join(outside, ", "), fmt::join(c.target_modules, ", ")));
+                fmt::format("`feedforward_modules` should be a subset of `target_modules`: [{}] not in {}",
+                            fmt::join(outside, ", "), tm.is_array() ? fmt::format("[{}]", fmt::join(tm, ", ")) : tm.dump()));
+        f.check(c.targets.modules_to_save().empty(), "`modules_to_save` is not supported yet");
         f.only("task_type", "CAUSAL_LM", "the models here are \"CAUSAL_LM\"");
         // HF options that would change the computation: refuse them rather than silently ignore them.
-        f.refuse({"modules_to_save", "exclude_modules"});
         f.done();
         return c;
     }
     json to_json() const {   // what adapter_config.json holds (save_adapter adds peft_type)
-        return {{"target_modules", target_modules}, {"feedforward_modules", feedforward_modules},
-                {"fan_in_fan_out", fan_in_fan_out}, {"task_type", task_type}, {"inference_mode", true}};
+        json j = {{"feedforward_modules", feedforward_modules}, {"fan_in_fan_out", fan_in_fan_out},
+                  {"task_type", task_type}, {"inference_mode", true}};
+        targets.write(j);
+        return j;
     }
 };
 
@@ -64,7 +69,7 @@ struct Ia3Config {
 class Ia3 : public MergeableMethod {
 public:
     Ia3(const Ia3Config& c, GPT& model) : MergeableMethod(model), cfg_(c) {
-        auto matched = match_targets(model, c.target_modules);   // first: a bad name changes nothing
+        auto matched = resolve_targets(c.targets, model);   // first: a bad name changes nothing
         model.params.freeze_all();
         for (auto& [name, lin] : matched) {
             const bool ff = target_matches(name, c.feedforward_modules);
@@ -83,7 +88,7 @@ public:
     int64_t expected_params(const GPTConfig& g) const override {
         int64_t n = 0;
         for (const LinearShape& l : linear_shapes(g))
-            if (target_matches(l.name, cfg_.target_modules))
+            if (cfg_.targets.selects(l.name))
                 n += target_matches(l.name, cfg_.feedforward_modules) ? l.in : l.out;
         return n;
     }

@@ -26,6 +26,7 @@
 #include "engine/reference_ops.h"
 #include "lora_reference.h"
 #include "methods.h"
+#include "targets.h"
 
 // ---- the fused op
 
@@ -125,38 +126,44 @@ struct LoraConfig {
     int64_t r = 8;                 // rank of the update, e.g. 8; r·(in + out) numbers per target
     double lora_alpha = 16;        // scale numerator, e.g. 16: s = lora_alpha / r
     double lora_dropout = 0.05;    // dropout on the branch input while training, e.g. 0.05
-    std::vector<std::string> target_modules{"q_proj", "v_proj"};   // Linear names; HF's default on gpt2: ["c_attn"]
+    Targeting targets;             // target_modules (default ["q_proj", "v_proj"]), exclude_modules,
+                                   // layers_to_transform, rank_pattern, alpha_pattern, ... (targets.h)
     bool fan_in_fan_out = false;   // true on a gpt2 base: HF's Conv1D stores weights (in, out)
     bool use_rslora = false;       // rank-stabilised s = lora_alpha / √r, e.g. true
-    std::string bias = "none";     // only "none": the base biases stay frozen
     std::string task_type = "CAUSAL_LM";
 
-    float scaling() const { return float(use_rslora ? lora_alpha / std::sqrt(double(r)) : lora_alpha / double(r)); }
+    // The rank, alpha and scale of the module `name` (rank_pattern / alpha_pattern may change them).
+    int64_t rank(const std::string& name) const { return targets.rank(name, r); }
+    float scaling(const std::string& name) const {
+        const double a = targets.alpha(name, lora_alpha), rr = double(rank(name));
+        return float(use_rslora ? a / std::sqrt(rr) : a / rr);
+    }
 
     // HF field names and defaults; every bad value is reported in one ValueError (ConfigReader, peft/config_reader.h).
     static LoraConfig from_json(const json& j, const GPTConfig& model) {
         LoraConfig c;
-        if (model.model_type == "gpt2") c.target_modules = {"c_attn"};
+        const std::vector<std::string> default_targets =
+            model.model_type == "gpt2" ? std::vector<std::string>{"c_attn"} : std::vector<std::string>{"q_proj", "v_proj"};
         ConfigReader f(j, "LORA");
         c.fan_in_fan_out = f.fan_in_fan_out(model);
         c.r = f.integer("r", c.r, 1, kMaxRank);
         c.lora_alpha = f.positive_number("lora_alpha", c.lora_alpha);   // checked as the floats the op uses
         c.lora_dropout = f.probability("lora_dropout", c.lora_dropout);
-        c.target_modules = f.names("target_modules", c.target_modules, false);
+        c.targets = Targeting::read(f, default_targets, {});
+        f.check(c.targets.modules_to_save().empty() && c.targets.bias() == "none",
+                "`modules_to_save` and `bias` other than \"none\" are not supported yet");
         c.use_rslora = f.boolean("use_rslora", c.use_rslora);
-        f.only("bias", "none", "only \"none\" (the base biases stay frozen)");
         f.only("task_type", "CAUSAL_LM", "the models here are \"CAUSAL_LM\"");
         // HF options that would change the computation: refuse them rather than silently ignore them.
-        f.refuse({"use_dora", "layers_to_transform", "modules_to_save", "rank_pattern",
-                  "alpha_pattern"});
+        f.refuse({"use_dora"});
         f.done();
         return c;
     }
     json to_json() const {   // what adapter_config.json holds (save_adapter adds peft_type)
-        return {{"r", r},           {"lora_alpha", lora_alpha}, {"lora_dropout", lora_dropout},
-                {"target_modules", target_modules}, {"use_rslora", use_rslora}, {"bias", bias},
-                {"fan_in_fan_out", fan_in_fan_out},
-                {"task_type", task_type}, {"inference_mode", true}};
+        json j = {{"r", r}, {"lora_alpha", lora_alpha}, {"lora_dropout", lora_dropout}, {"use_rslora", use_rslora},
+                  {"bias", "none"}, {"fan_in_fan_out", fan_in_fan_out}, {"task_type", task_type}, {"inference_mode", true}};
+        targets.write(j);
+        return j;
     }
 };
 
@@ -165,12 +172,13 @@ struct LoraConfig {
 class Lora : public MergeableMethod {
 public:
     Lora(const LoraConfig& c, GPT& model, Rng& init_rng)
-        : MergeableMethod(model), cfg_(c), s_(c.scaling()), dropout_rng_(&model.dropout_rng) {
-        auto matched = match_targets(model, c.target_modules);   // first: a bad name changes nothing
+        : MergeableMethod(model), cfg_(c), dropout_rng_(&model.dropout_rng) {
+        auto matched = resolve_targets(c.targets, model);   // first: a bad name changes nothing
         model.params.freeze_all();
         for (auto& [name, lin] : matched) {
             const float bound = 1.f / std::sqrt(float(lin->in));   // kaiming-uniform, a = √5
-            Target t{Tensor::uniform({c.r, lin->in}, init_rng, -bound, bound), Tensor::zeros({lin->out, c.r})};
+            const int64_t r = c.rank(name);
+            Target t{Tensor::uniform({r, lin->in}, init_rng, -bound, bound), Tensor::zeros({lin->out, r}), c.scaling(name)};
             params.add("base_model.model." + name + ".lora_A.weight", t.A);
             params.add("base_model.model." + name + ".lora_B.weight", t.B);
             targets_.push_back(t);
@@ -181,17 +189,18 @@ public:
     std::string peft_type() const override { return "LORA"; }
     json config_json() const override { return cfg_.to_json(); }
 
-    // r·(in + out) for every Linear the targets select.
+    // r·(in + out) for every Linear the targets select (r from rank_pattern where a key matches).
     int64_t expected_params(const GPTConfig& g) const override {
         int64_t n = 0;
         for (const LinearShape& l : linear_shapes(g))
-            if (target_matches(l.name, cfg_.target_modules)) n += cfg_.r * (l.in + l.out);
+            if (cfg_.targets.selects(l.name)) n += cfg_.rank(l.name) * (l.in + l.out);
         return n;
     }
 
 private:
     struct Target {
         Tensor A, B;   // (r, in), (out, r)
+        float s;       // lora_alpha / r (or / √r), of this module
     };
     // The seam: the target Linear calls lora_linear instead of linear.
     struct Wrap : LinearWrap {
@@ -199,7 +208,7 @@ private:
         const Target& t;
         Wrap(const Lora& m, const Target& t) : m(m), t(t) {}
         Tensor forward(const Linear& base, const Tensor& x) override {
-            return lora_linear(x, base.weight, base.bias, t.A, t.B, m.s_, float(m.cfg_.lora_dropout), m.training,
+            return lora_linear(x, base.weight, base.bias, t.A, t.B, t.s, float(m.cfg_.lora_dropout), m.training,
                                *m.dropout_rng_);
         }
     };
@@ -210,14 +219,13 @@ private:
         const Target& t = targets_[i];
         const int64_t out = lin.out, in = lin.in;
         Tensor BA = Tensor::empty({out, in});
-        gemm(Trans::N, Trans::N, out, in, cfg_.r, 1.f, t.B.data(), t.A.data(), 0.f, BA.data());
+        gemm(Trans::N, Trans::N, out, in, t.A.size(0), 1.f, t.B.data(), t.A.data(), 0.f, BA.data());
         const float *w = lin.weight.data(), *d = BA.data();
-        const float s = s_;
+        const float s = t.s;
         map_n(lin.weight.data(), out * in, [w, d, s](int64_t k) { return w[k] + d[k] * s; });
     }
 
     LoraConfig cfg_;
-    float s_;                   // lora_alpha / r, or / √r
     Rng* dropout_rng_;          // the model's dropout stream (saved in its checkpoints)
     std::vector<Target> targets_;
 };

@@ -213,8 +213,9 @@ TEST_CASE("ia3: bad config values and unknown targets are ValueErrors naming the
         CAPTURE(extra.dump());
         CHECK_THROWS_WITH_AS(make_ia3(ia3_config(extra), *m, rng), doctest::Contains(msg), ValueError);
     };
-    bad({{"target_modules", "k_proj"}}, "`target_modules` should be a list of module names");
-    bad({{"target_modules", json::array()}}, "`target_modules` should be a list of module names");
+    // one string is a regular expression over whole names (peft/targets.h): "k_proj" matches none
+    bad({{"target_modules", "k_proj"}}, "`target_modules` = \"k_proj\" (a regular expression over whole module names) matches no module");
+    bad({{"target_modules", json::array()}}, "`target_modules` should be a non-empty list of module names");
     bad({{"fan_in_fan_out", true}}, "`fan_in_fan_out` = true is for Conv1D layers");
     bad({{"task_type", "SEQ_CLS"}}, "`task_type` = \"SEQ_CLS\" is not supported");
     bad({{"target_modules", {"key"}}, {"feedforward_modules", json::array()}},

@@ -364,12 +364,14 @@ TEST_CASE("lora: bad config values are ValueErrors naming the field and the valu
     bad({{"lora_alpha", 1e39}}, "`lora_alpha` should be a positive number");   // not a float: s would be inf
     bad({{"lora_dropout", 1.0}}, "`lora_dropout` should be in [0, 1) but the value passed is 1.0");
     bad({{"lora_dropout", 0.99999999999}}, "`lora_dropout` should be in [0, 1)");   // 1.0 as a float
-    bad({{"bias", "all"}}, "`bias` = \"all\" is not supported");
-    bad({{"target_modules", "q_proj"}}, "`target_modules` should be a non-empty list");
+    bad({{"bias", "some"}}, "`bias` should be one of \"none\", \"all\", \"lora_only\" but the value passed is \"some\"");
+    bad({{"target_modules", json::array()}}, "`target_modules` should be a non-empty list");
+    // one string is a regular expression over WHOLE names (targets.h): "q_proj" alone matches none
+    bad({{"target_modules", "q_proj"}}, "`target_modules` = \"q_proj\" (a regular expression over whole module names) matches no module");
     bad({{"use_dora", true}}, "`use_dora` = true is not supported");
     bad({{"peft_type", "IA3"}}, "`peft_type` is \"IA3\"");
     // every problem at once
-    bad({{"r", 0}, {"bias", "all"}}, "passed is 0; `bias`");
+    bad({{"r", 0}, {"bias", "some"}}, "passed is 0; `bias`");
     // unknown keys and nulls are fine (forward compatibility, as HF); an unknown key is a warning
     CapturedWarnings warnings;
     CHECK_NOTHROW(make_lora(lora_config({{"some_future_field", 1}, {"layers_to_transform", nullptr}}), *m, rng));
