@@ -11,6 +11,7 @@
 #include "models/hf_gpt2.h"
 #include "models/train.h"
 #include "data/generate.h"
+#include "peft/mixed.h"
 #include "peft/peft.h"
 
 namespace {
@@ -20,20 +21,28 @@ struct Loaded {
     std::unique_ptr<PeftModel> peft;
 };
 
-// The base checkpoint plus every --adapter folder, the last one active.
+// The base checkpoint plus every --adapter folder, the last one active. "--adapter NAME=DIR"
+// names an adapter (for --adapter_names); a plain DIR is "default", or "adapterI" among several.
 Loaded load_model(const std::string& ckpt, const std::vector<std::string>& adapters) {
     Loaded l{load_checkpoint(ckpt), nullptr};
     l.peft = std::make_unique<PeftModel>(*l.ck.model);
     Rng rng(0);
-    for (size_t i = 0; i < adapters.size(); i++)
-        l.peft->add(adapters.size() == 1 ? "default" : fmt::format("adapter{}", i), load_adapter(adapters[i], *l.ck.model, rng));
+    for (size_t i = 0; i < adapters.size(); i++) {
+        const size_t eq = adapters[i].find('=');
+        const bool named = eq != std::string::npos && eq > 0 && adapters[i].find('/') > eq;
+        const std::string name = named ? adapters[i].substr(0, eq)
+                                       : adapters.size() == 1 ? "default" : fmt::format("adapter{}", i);
+        ENGINE_CHECK(name != kBaseAdapterName, ValueError, "--adapter {}: the name {} stands for the base model", adapters[i],
+                     kBaseAdapterName);
+        l.peft->add(name, load_adapter(named ? adapters[i].substr(eq + 1) : adapters[i], *l.ck.model, rng));
+    }
     return l;
 }
 
 struct UseFlags {
     CommonFlags common;
-    std::string model, data, text, out, prompt = "\n";
-    std::vector<std::string> adapters;
+    std::string model, data, text, out;
+    std::vector<std::string> adapters, adapter_names, prompts{"\n"};
     int64_t max_new = 200, top_k = 20, batch = 16, eval_iters = 20, accuracy_examples = 200;
     float temperature = 0.8f;
     bool json_out = false, no_cache = false;
@@ -42,27 +51,40 @@ struct UseFlags {
 void add_model_flags(CLI::App* cmd, UseFlags& f, bool adapters = true) {
     f.common.add(*cmd);
     cmd->add_option("--model", f.model, "model checkpoint (model.safetensors) or Hugging Face GPT-2 folder")->required();
-    if (adapters) cmd->add_option("--adapter", f.adapters, "adapter folder(s); the last one is active");
+    if (adapters) cmd->add_option("--adapter", f.adapters, "adapter folder(s), or NAME=DIR; the last one is active");
 }
 
+// --adapter_names: one per prompt (or one for all), each a loaded adapter's name or __base__.
 void run_generate(UseFlags& f) {
     f.common.apply();
+    ENGINE_CHECK(f.adapter_names.size() <= 1 || f.adapter_names.size() == f.prompts.size(), ValueError,
+                 "--adapter_names: {} names for {} prompts (give one per --prompt, or one for all)", f.adapter_names.size(),
+                 f.prompts.size());
     Loaded l = load_model(f.model, f.adapters);
     Rng rng(f.common.seed);
-    std::vector<int32_t> ids = l.ck.tokenizer.encode(f.prompt);
-    const auto t0 = std::chrono::steady_clock::now();
-    std::vector<int32_t> out = l.ck.model->generate(ids, f.max_new, f.temperature, f.top_k, rng, !f.no_cache);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    fmt::print("{}\n", l.ck.tokenizer.decode(out));
-    std::fflush(stdout);
-    fmt::print(stderr, "{} tokens in {:.2f} s: {:.1f} tokens/s ({})\n", f.max_new, s, s > 0 ? double(f.max_new) / s : 0.0,
-               f.no_cache ? "no cache: the whole context every token" : "KV cache");
+    for (size_t i = 0; i < f.prompts.size(); i++) {
+        std::unique_ptr<MixedBatch> mix;
+        if (!f.adapter_names.empty())
+            mix = std::make_unique<MixedBatch>(*l.peft, std::vector<std::string>{f.adapter_names[f.adapter_names.size() == 1 ? 0 : i]});
+        std::vector<int32_t> ids = l.ck.tokenizer.encode(f.prompts[i]);
+        const auto t0 = std::chrono::steady_clock::now();
+        std::vector<int32_t> out = l.ck.model->generate(ids, f.max_new, f.temperature, f.top_k, rng, !f.no_cache);
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (f.adapter_names.size() > 1) fmt::print("[{}] ", f.adapter_names[i]);
+        fmt::print("{}\n", l.ck.tokenizer.decode(out));
+        std::fflush(stdout);
+        fmt::print(stderr, "{} tokens in {:.2f} s: {:.1f} tokens/s ({})\n", f.max_new, s, s > 0 ? double(f.max_new) / s : 0.0,
+                   f.no_cache ? "no cache: the whole context every token" : "KV cache");
+    }
 }
 
 void run_eval(UseFlags& f) {
     f.common.apply();
     Loaded l = load_model(f.model, f.adapters);
     GPT& m = *l.ck.model;
+    // --adapter_names: sample b of every batch runs through adapter_names[b mod n] (a mixed batch)
+    std::unique_ptr<MixedBatch> mix;
+    if (!f.adapter_names.empty()) mix = std::make_unique<MixedBatch>(*l.peft, f.adapter_names, true);
     const std::string path = resolve_dataset(f.data);
     nlohmann::json j = {{"data", path}};
     const int64_t room = m.config.block_size - (m.hooks ? m.hooks->n_virtual() + m.hooks->n_prefix() : 0);
@@ -187,7 +209,9 @@ void add_generate_command(CLI::App& app) {
     auto f = std::make_shared<UseFlags>();
     CLI::App* cmd = app.add_subcommand("generate", "sample text from a model (optionally with adapters)");
     add_model_flags(cmd, *f);
-    cmd->add_option("--prompt", f->prompt, "text to continue");
+    cmd->add_option("--prompt", f->prompts, "text to continue (several: one generation each)");
+    cmd->add_option("--adapter_names", f->adapter_names, "the adapter (NAME of --adapter NAME=DIR, or __base__) per --prompt")
+        ->delimiter(',');
     add_number(cmd, "--max_new", f->max_new, "tokens to sample", 0, 1 << 20)->capture_default_str();
     add_number(cmd, "--temperature", f->temperature, "0 = greedy", 0.0, 100.0)->capture_default_str();
     add_number(cmd, "--top_k", f->top_k, "sample among the k likeliest (0 = all)", 0, 1 << 20)->capture_default_str();
@@ -200,6 +224,9 @@ void add_eval_command(CLI::App& app) {
     CLI::App* cmd = app.add_subcommand("eval", "validation loss (and task accuracy) of a model on a dataset");
     add_model_flags(cmd, *f);
     cmd->add_option("--data", f->data, "dataset name or path")->required();
+    cmd->add_option("--adapter_names", f->adapter_names,
+                    "adapters mixed in each batch: sample b uses name b mod n (NAME of --adapter NAME=DIR, or __base__)")
+        ->delimiter(',');
     add_number(cmd, "--batch", f->batch, "sequences per batch", 1, 1 << 16)->capture_default_str();
     add_number(cmd, "--eval_iters", f->eval_iters, "batches", 1, 1 << 20)->capture_default_str();
     add_number(cmd, "--accuracy_examples", f->accuracy_examples, "task examples for accuracy", 1, 1 << 20);

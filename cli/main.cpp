@@ -46,6 +46,8 @@ int main(int argc, char** argv) {
     add_gen_data_command(app);
     add_bench_command(app);
     add_compare_command(app);
+    add_combine_command(app);
+    add_bench_mixed_command(app);
     try {
         join_mpi_job(argc, argv);
         app.parse(argc, argv);

@@ -50,7 +50,6 @@ struct Ia3Config {
         f.check(outside.empty(),
                 fmt::format("`feedforward_modules` should be a subset of `target_modules`: [{}] not in {}",
                             fmt::join(outside, ", "), tm.is_array() ? fmt::format("[{}]", fmt::join(tm, ", ")) : tm.dump()));
-        f.check(c.targets.modules_to_save().empty(), "`modules_to_save` is not supported yet");
         f.only("task_type", "CAUSAL_LM", "the models here are \"CAUSAL_LM\"");
         // HF options that would change the computation: refuse them rather than silently ignore them.
         f.done();
@@ -78,6 +77,7 @@ public:
             targets_.push_back(t);
             add_target(lin);
         }
+        saved_.attach(c.targets, model, {}, params);   // modules_to_save (saved_modules.h)
     }
 
     std::string peft_type() const override { return "IA3"; }
@@ -90,7 +90,7 @@ public:
         for (const LinearShape& l : linear_shapes(g))
             if (cfg_.targets.selects(l.name))
                 n += target_matches(l.name, cfg_.feedforward_modules) ? l.in : l.out;
-        return n;
+        return n + saved_modules_count(cfg_.targets, g, {});
     }
 
 private:

@@ -150,8 +150,6 @@ struct LoraConfig {
         c.lora_alpha = f.positive_number("lora_alpha", c.lora_alpha);   // checked as the floats the op uses
         c.lora_dropout = f.probability("lora_dropout", c.lora_dropout);
         c.targets = Targeting::read(f, default_targets, {});
-        f.check(c.targets.modules_to_save().empty() && c.targets.bias() == "none",
-                "`modules_to_save` and `bias` other than \"none\" are not supported yet");
         c.use_rslora = f.boolean("use_rslora", c.use_rslora);
         f.only("task_type", "CAUSAL_LM", "the models here are \"CAUSAL_LM\"");
         // HF options that would change the computation: refuse them rather than silently ignore them.
@@ -182,8 +180,10 @@ public:
             params.add("base_model.model." + name + ".lora_A.weight", t.A);
             params.add("base_model.model." + name + ".lora_B.weight", t.B);
             targets_.push_back(t);
+            names_.push_back(name);
             add_target(lin);
         }
+        saved_.attach(c.targets, model, names_, params);   // modules_to_save, bias (saved_modules.h)
     }
 
     std::string peft_type() const override { return "LORA"; }
@@ -192,9 +192,13 @@ public:
     // r·(in + out) for every Linear the targets select (r from rank_pattern where a key matches).
     int64_t expected_params(const GPTConfig& g) const override {
         int64_t n = 0;
+        std::vector<std::string> adapted;
         for (const LinearShape& l : linear_shapes(g))
-            if (cfg_.targets.selects(l.name)) n += cfg_.rank(l.name) * (l.in + l.out);
-        return n;
+            if (cfg_.targets.selects(l.name)) {
+                n += cfg_.rank(l.name) * (l.in + l.out);
+                adapted.push_back(l.name);
+            }
+        return n + saved_modules_count(cfg_.targets, g, adapted);   // plus modules_to_save and bias
     }
 
 private:
@@ -208,8 +212,14 @@ private:
         const Target& t;
         Wrap(const Lora& m, const Target& t) : m(m), t(t) {}
         Tensor forward(const Linear& base, const Tensor& x) override {
-            return lora_linear(x, base.weight, base.bias, t.A, t.B, t.s, float(m.cfg_.lora_dropout), m.training,
-                               *m.dropout_rng_);
+            if (!needs_grad(base.bias))
+                return lora_linear(x, base.weight, base.bias, t.A, t.B, t.s, float(m.cfg_.lora_dropout), m.training,
+                                   *m.dropout_rng_);
+            // bias "all" / "lora_only": the bias is a trainable copy, which the fused op never
+            // differentiates, so it is added by an op that does (the same sum, in another order)
+            Tensor y = lora_linear(x, base.weight, Tensor(), t.A, t.B, t.s, float(m.cfg_.lora_dropout), m.training,
+                                   *m.dropout_rng_);
+            return add_row_vector(y, base.bias);
         }
     };
     std::shared_ptr<LinearWrap> make_wrap(size_t i) const override { return std::make_shared<Wrap>(*this, targets_[i]); }
@@ -225,11 +235,22 @@ private:
         map_n(lin.weight.data(), out * in, [w, d, s](int64_t k) { return w[k] + d[k] * s; });
     }
 
+    friend std::vector<LoraFactor> lora_factors(const Method& m);
     LoraConfig cfg_;
+    std::vector<std::string> names_;   // target i's module name
     Rng* dropout_rng_;          // the model's dropout stream (saved in its checkpoints)
     std::vector<Target> targets_;
 };
 
 std::unique_ptr<Method> make_lora(const json& config, GPT& model, Rng& rng) {
     return std::make_unique<Lora>(LoraConfig::from_json(config, model.config), model, rng);
+}
+
+std::vector<LoraFactor> lora_factors(const Method& m) {
+    const Lora* lora = dynamic_cast<const Lora*>(&m);
+    ENGINE_CHECK(lora, ValueError, "a {} adapter has no LoRA factors", m.peft_type());
+    std::vector<LoraFactor> out;
+    for (size_t i = 0; i < lora->targets_.size(); i++)
+        out.push_back({lora->names_[i], lora->targets_[i].A, lora->targets_[i].B, lora->targets_[i].s});
+    return out;
 }

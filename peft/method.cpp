@@ -112,6 +112,13 @@ void MergeableMethod::install(bool on) {
         if (on) t.lin->wrap = t.wrap = make_wrap(i);
         else if (t.lin->wrap == t.wrap) t.lin->wrap = nullptr;
     }
+    saved_.install(on);
+}
+
+std::vector<std::pair<Linear*, std::shared_ptr<LinearWrap>>> MergeableMethod::seams() const {
+    std::vector<std::pair<Linear*, std::shared_ptr<LinearWrap>>> out;
+    for (size_t i = 0; i < targets_.size(); i++) out.push_back({targets_[i].lin, make_wrap(i)});
+    return out;
 }
 
 void MergeableMethod::activate(GPT& model) {
@@ -133,6 +140,7 @@ void MergeableMethod::merge(GPT& model) {
     check_model(model);
     ENGINE_CHECK(!merged_, ValueError, "{}: the adapter is already merged into the base weights (unmerge it first)",
                  peft_type());
+    saved_.merge();   // modules_to_save / bias copies into the base tensors first (saved_modules.h)
     for (size_t i = 0; i < targets_.size(); i++) {
         Target& t = targets_[i];
         t.W_orig = t.lin->weight.clone(Mem::Params);
@@ -151,6 +159,7 @@ void MergeableMethod::unmerge(GPT& model) {
         if (t.b_orig.defined()) std::memcpy(t.lin->bias.data(), t.b_orig.data(), t.b_orig.nbytes());
         t.W_orig = t.b_orig = Tensor();
     }
+    saved_.unmerge();
     merged_ = false;
     if (active_) install(true);
 }

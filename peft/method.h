@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 #include "models/gpt.h"
+#include "saved_modules.h"
 
 using json = nlohmann::json;
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
@@ -82,10 +83,16 @@ public:
     void merge(GPT& model) override;
     void unmerge(GPT& model) override;
     void load_state(const std::map<std::string, Tensor>& tensors, const std::string& file) override;
+    // Each target Linear with a new seam for it, to be called by someone else than the Linear:
+    // a mixed-adapter batch runs each sample's rows through its own adapter's seam (peft/mixed.h).
+    std::vector<std::pair<Linear*, std::shared_ptr<LinearWrap>>> seams() const;
+    bool merged() const { return merged_; }
+    bool has_saved_modules() const { return !saved_.empty(); }   // modules_to_save or bias
 
 protected:
     explicit MergeableMethod(GPT& model) : model_(&model) {}
     void add_target(Linear* lin);   // the subclass's target i is the i-th one added
+    SavedModules saved_;            // modules_to_save and bias: the subclass attaches them
     virtual std::shared_ptr<LinearWrap> make_wrap(size_t i) const = 0;   // target i's seam
     virtual void merge_into(size_t i, Linear& lin) const = 0;            // fold target i into lin's weights
 

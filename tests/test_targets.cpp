@@ -159,4 +159,72 @@ TEST_CASE("targets: every targeting field loads from an HF-style config and save
     for (const auto& [name, t] : method->state()) CHECK(again->params.get(name).to_vector() == t.to_vector());
 }
 
+TEST_CASE("targets: modules_to_save trains a copy of a whole module beside the adapter; the frozen original is untouched") {
+    auto m = lesson_model();
+    const uint64_t base_sum = base_checksum(*m);
+    const auto base = logits_of(*m);
+    Rng rng(7);
+    PeftModel pm(*m);
+    pm.add("default", make_method(lora({{"modules_to_save", {"ln_f"}}}), *m, rng));
+    Method& method = *pm.active();
+    // the copy is a parameter under HF's saved key (HF strips ".modules_to_save.default")
+    CHECK(method.params.get("base_model.model.transformer.ln_f.weight").shape() == Shape{16});
+    CHECK(method.params.get("base_model.model.transformer.ln_f.bias").shape() == Shape{16});
+    CHECK(method.expected_params(m->config) == method.params.count());   // LoRA's + 2 · C
+    CHECK(logits_of(*m) == base);   // a copy of ln_f and B = 0: still the base model
+    train_method(*m, method, 5);
+    CHECK(base_checksum(*m) == base_sum);   // the original ln_f never moved
+    CHECK(base_has_no_grads(*m));
+    const auto trained = logits_of(*m);
+    CHECK(method.params.get("base_model.model.transformer.ln_f.weight").to_vector() !=
+          m->params.get("transformer.ln_f.weight").to_vector());   // the copy trained, the original did not
+    {
+        DisableAdapterGuard off(pm);
+        CHECK(logits_of(*m) == base);   // disabled: the original ln_f again, exactly
+    }
+    // merge writes the copy into the base (so a merged checkpoint carries it); unmerge restores it
+    method.merge(*m);
+    CHECK(m->params.get("transformer.ln_f.weight").to_vector() ==
+          method.params.get("base_model.model.transformer.ln_f.weight").to_vector());
+    const auto merged = logits_of(*m);
+    for (size_t i = 0; i < merged.size(); i++) CHECK(merged[i] == doctest::Approx(trained[i]).epsilon(1e-4));
+    method.unmerge(*m);
+    CHECK(base_checksum(*m) == base_sum);
+    // save and load: the same keys and values
+    TempDir tmp;
+    save_adapter(tmp / "a", method, *m);
+    auto again = load_adapter(tmp / "a", *m, rng);
+    CHECK(again->params.get("base_model.model.transformer.ln_f.weight").to_vector() ==
+          method.params.get("base_model.model.transformer.ln_f.weight").to_vector());
+    CHECK(json::parse(read_file(tmp / "a/adapter_config.json", 1 << 20))["modules_to_save"] == json({"ln_f"}));
+    // a module that does not exist, and the tied embedding, are refused by name
+    CHECK_THROWS_WITH_AS(make_method(lora({{"modules_to_save", {"lm_head"}}}), *m, rng),
+                         doctest::Contains("`modules_to_save` = \"lm_head\" names no module"), ValueError);
+    CHECK_THROWS_WITH_AS(make_method(lora({{"modules_to_save", {"wte"}}}), *m, rng),
+                         doctest::Contains("the token embedding is also the LM head here"), ValueError);
+}
+
+TEST_CASE("targets: bias \"all\" trains every bias, \"lora_only\" those of the adapted Linears, as copies") {
+    auto m = lesson_model();
+    Rng rng(8);
+    auto count_biases = [](const Method& x) {
+        int n = 0;
+        for (const Param& p : x.params.all()) n += p.name.size() > 5 && p.name.compare(p.name.size() - 5, 5, ".bias") == 0;
+        return n;
+    };
+    auto all = make_method(lora({{"bias", "all"}}), *m, rng);
+    auto only = make_method(lora({{"bias", "lora_only"}}), *m, rng);
+    CHECK(count_biases(*all) == 2 * (6 + 2) + 1);   // per block 6 Linears + ln_1, ln_2; and ln_f
+    CHECK(count_biases(*only) == 4);                // q_proj and v_proj of two blocks
+    CHECK(only->params.find("base_model.model.transformer.h.0.attn.q_proj.bias"));
+    CHECK(all->expected_params(m->config) == all->params.count());
+    CHECK(only->expected_params(m->config) == only->params.count());
+    const uint64_t base_sum = base_checksum(*m);
+    PeftModel pm(*m);
+    pm.add("default", std::move(only));
+    train_method(*m, *pm.active(), 3);
+    CHECK(base_checksum(*m) == base_sum);   // unlike HF, the base biases themselves never change
+    CHECK(pm.active()->config_json()["bias"] == "lora_only");
+}
+
 }  // TEST_SUITE
