@@ -33,10 +33,6 @@ std::vector<ParamSlot> param_slots(GPT& m) {
     return out;
 }
 
-bool name_or_suffix(const std::string& name, const std::string& e) {
-    return name == e || (name.size() > e.size() && name.compare(name.size() - e.size(), e.size(), e) == 0 &&
-                         name[name.size() - e.size() - 1] == '.');
-}
 
 // Which (module, param) pairs train: the named modules whole, then the biases bias= asks for.
 template <class S>
@@ -48,12 +44,12 @@ std::vector<S> chosen(const std::vector<S>& all, const Targeting& t, const std::
         out.push_back(s);
     };
     for (const std::string& e : t.modules_to_save()) {
-        ENGINE_CHECK(!name_or_suffix("transformer.wte", e), ValueError,
+        ENGINE_CHECK(!target_matches("transformer.wte", e), ValueError,
                      "`modules_to_save` = \"{}\": the token embedding is also the LM head here (tied); a copy "
                      "trained for one side only, as HF would, is not supported", e);
         bool any = false;
         for (const S& s : all)
-            if (name_or_suffix(s.module, e)) { add(s); any = true; }
+            if (target_matches(s.module, e)) { add(s); any = true; }
         ENGINE_CHECK(any, ValueError, "`modules_to_save` = \"{}\" names no module of the model (e.g. ln_f, h.0.ln_1, mlp.fc_out)", e);
     }
     for (const S& s : all)

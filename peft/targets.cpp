@@ -7,18 +7,12 @@
 using nlohmann::json;
 
 // ---- matching, as HF's check_target_module_exists and get_pattern_key do
-
-static bool name_or_suffix(const std::string& name, const std::string& entry) {
-    return name == entry || (name.size() > entry.size() && name.compare(name.size() - entry.size(), entry.size(), entry) == 0 &&
-                             name[name.size() - entry.size() - 1] == '.');
-}
+// (a list entry matches a name or its dotted suffix: target_matches, method.h)
 
 bool Targeting::NameSet::matches(const std::string& name) const {
     if (all_linear) return true;
     if (re) return std::regex_match(name, *re);
-    for (const std::string& e : names)
-        if (name_or_suffix(name, e)) return true;
-    return false;
+    return target_matches(name, names);
 }
 
 int64_t Targeting::layer_of(const std::string& name) const {
@@ -189,7 +183,7 @@ std::vector<std::pair<std::string, Linear*>> resolve_targets(const Targeting& t,
                                        "module; its Linear modules are {}", t.targets_json_.dump(), example));
     std::vector<std::string> unmatched;
     for (const std::string& e : tg.names)
-        if (!any([&](const std::string& n) { return name_or_suffix(n, e); })) unmatched.push_back(e);
+        if (!any([&](const std::string& n) { return target_matches(n, e); })) unmatched.push_back(e);
     if (!unmatched.empty())
         problems.push_back(fmt::format("Target modules [{}] not found in the base model; its Linear modules are {}",
                                        fmt::join(unmatched, ", "), example));
@@ -214,7 +208,7 @@ std::vector<std::pair<std::string, Linear*>> resolve_targets(const Targeting& t,
     for (const auto& [name, lin] : all) {
         if (!t.selects(name)) continue;
         bool saved = false;   // HF: (^|.*\.)m($|\..*) for each modules_to_save entry m
-        for (const std::string& m : t.save_) saved = saved || name_or_suffix(name, m);
+        for (const std::string& m : t.save_) saved = saved || target_matches(name, m);
         if (!saved) out.push_back({name, lin});
     }
     if (out.empty())
