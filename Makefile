@@ -10,9 +10,10 @@ BUILD    ?= build
 SAN      ?=
 CXXFLAGS += -std=c++17 $(OPT) $(ARCH) $(DBG) -Wall -Wextra -fno-math-errno -fopenmp -MMD -MP -I. $(SAN)
 BLAS_DIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
-LDLIBS   += -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lfmt -fopenmp -ldl $(SAN)
+# PCRE2 (-lpcre2-8) runs GPT-2's pre-tokenizer regex as written, with real Unicode classes.
+LDLIBS   += -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lfmt -lpcre2-8 -fopenmp -ldl $(SAN)
 PKGS     := g++ make libopenblas-openmp-dev doctest-dev libfmt-dev nlohmann-json3-dev libcli11-dev \
-            libopenmpi-dev openmpi-bin
+            libopenmpi-dev openmpi-bin libpcre2-dev
 # MPI's flags from its compiler wrapper, asked when the one file that needs them is built (after
 # `deps` installed Open MPI). Only build/libpeft_mpi.so links MPI; the program loads it under
 # mpirun alone (Note [Loading MPI only under mpirun], engine/dist.cpp).

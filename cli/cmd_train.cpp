@@ -133,7 +133,7 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
     dist::check_same("the settings", resolved.dump());
     fmt::print("config: {}\n", resolved.dump());
     fmt::print("model: {} parameters, vocabulary {} ({})\n", model->params.count(), tok.vocab_size(),
-               tok.kind() == Tokenizer::Kind::Char ? "characters" : "bytes");
+               tok.kind() == Tokenizer::Kind::Char ? "characters" : tok.kind() == Tokenizer::Kind::Byte ? "bytes" : "BPE tokens");
     fmt::print("{}\n", trainable_line(*model, method));
     double acc_before = NAN, acc_after = NAN;
     if (task) {

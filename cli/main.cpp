@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
     add_compare_command(app);
     add_combine_command(app);
     add_bench_mixed_command(app);
+    add_tokenize_command(app);
     try {
         join_mpi_job(argc, argv);
         app.parse(argc, argv);
