@@ -41,7 +41,15 @@ int unicode_to_byte(char32_t c) {
 
 namespace {
 
-constexpr const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+// GPT-2's pattern, with one correction for PCRE2: its \s also matches U+180E (Mongolian vowel
+// separator), which Unicode took out of White_Space in 6.3 and which GPT-2's `regex` module
+// (and tiktoken) treat as punctuation. So \s is written [^\S\x{180E}] (space, not U+180E),
+// [^\s\p{L}\p{N}] gains U+180E, and (?!\S) becomes (?![\S\x{180E}]). With that, \s is exactly
+// Unicode's White_Space: tab, LF, VT, FF, CR, space, U+0085, U+00A0, U+1680, U+2000..U+200A,
+// U+2028, U+2029, U+202F, U+205F, U+3000.
+constexpr const char* kGpt2Pattern =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?(?:[^\s\p{L}\p{N}]|\x{180E})+)"
+    R"(|[^\S\x{180E}]+(?![\S\x{180E}])|[^\S\x{180E}]+)";
 
 // The pattern compiled once (thread-safe static), JIT-compiled when PCRE2 has a JIT here.
 struct Pattern {

@@ -51,6 +51,12 @@ TEST_CASE("bpe: the pre-tokenizer's branches cut words as GPT-2's regex does") {
     CHECK(gpt2_pretokenize("  ") == W{"  "});
     // Unicode spaces are \s (UCP): the ideographic space and NBSP stand alone
     CHECK(gpt2_pretokenize("a\u3000b\u00a0c") == W{"a", "\u3000", "b", "\u00a0", "c"});
+    // \s is Unicode's White_Space: U+0085 is a space; U+180E (a space before Unicode 6.3, and
+    // still one to PCRE2's \s) and U+FEFF are not, as in GPT-2's Python `regex`
+    CHECK(gpt2_pretokenize("a\u0085\u0085b") == W{"a", "\u0085", "\u0085", "b"});
+    CHECK(gpt2_pretokenize("a\u180e'm") == W{"a", "\u180e'", "m"});
+    CHECK(gpt2_pretokenize("a \u180e b") == W{"a", " \u180e", " b"});
+    CHECK(gpt2_pretokenize("a\ufeff b") == W{"a", "\ufeff", " b"});
     CHECK(gpt2_pretokenize("").empty());
 }
 
