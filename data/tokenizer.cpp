@@ -301,7 +301,8 @@ Tokenizer Tokenizer::deserialize(const std::string& text) {
             }
             return v;
         };
-        return bpe(Bpe::build(strings("vocab"), strings("merges"), "tokenizer metadata \"vocab\"",
+        std::vector<std::string> vocab = strings("vocab");
+        return bpe(Bpe::build(std::move(vocab), strings("merges"), "tokenizer metadata \"vocab\"",
                               "tokenizer metadata \"merges\""));
     }
     ENGINE_CHECK(kind == "char", FileError,

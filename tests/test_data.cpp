@@ -92,7 +92,9 @@ TEST_CASE("data: a tokenizer serializes to JSON and back, and malformed metadata
     CHECK(Tokenizer::deserialize(R"({"kind":"char","chars":"ab"})").vocab_size() == 2);
     CHECK_THROWS_WITH_AS(Tokenizer::deserialize("not json"), doctest::Contains("not valid JSON"), FileError);
     CHECK_THROWS_AS(Tokenizer::deserialize("[1, 2]"), FileError);
-    CHECK_THROWS_WITH_AS(Tokenizer::deserialize(R"({"kind":"bpe"})"), doctest::Contains("unknown kind"), FileError);
+    CHECK_THROWS_WITH_AS(Tokenizer::deserialize(R"({"kind":"wordpiece"})"), doctest::Contains("unknown kind"), FileError);
+    CHECK_THROWS_WITH_AS(Tokenizer::deserialize(R"({"kind":"bpe"})"), doctest::Contains("needs an array \"vocab\""),
+                         FileError);
     CHECK_THROWS_AS(Tokenizer::deserialize(R"({"kind":"char"})"), FileError);
     CHECK_THROWS_AS(Tokenizer::deserialize(R"({"kind":"char","chars":""})"), FileError);
     CHECK_THROWS_AS(Tokenizer::deserialize(R"({"kind":"char","chars":7})"), FileError);
