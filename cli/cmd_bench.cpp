@@ -24,7 +24,7 @@ struct BenchFlags {
     MethodFlags method;
     GPTConfig model;
     int64_t batch = 8, steps = 10, warmup_steps = 2;
-    bool json_out = false, profile = false;
+    bool json_out = false, profile = false, gradient_checkpointing = false;
 };
 
 double flops_per_step(const GPT& m, const Method* method, int64_t B, int64_t T) {
@@ -71,6 +71,7 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
     GPTConfig config = f.model;
     if (f.method.method != "full") config.block_size += f.method.to_config(cmd, Tokenizer::bytes()).value("num_virtual_tokens", 0);
     GPT model(config, rng);
+    model.gradient_checkpointing = f.gradient_checkpointing;
     PeftModel peft(model);
     Method* method = nullptr;
     if (f.method.method != "full") {
@@ -161,6 +162,8 @@ void add_bench_command(CLI::App& app) {
         ->capture_default_str();
     add_number(cmd, "--warmup_steps", f->warmup_steps, "untimed steps first", 0, 1 << 20)->capture_default_str();
     cmd->add_flag("--json", f->json_out, "print the results as one JSON object on the last line");
+    cmd->add_flag("--gradient_checkpointing", f->gradient_checkpointing,
+                  "keep only each block's input and run the block again in backward");
     cmd->add_flag("--profile", f->profile, "also print the time and GEMM FLOPs of each op's forward and backward per step");
     f->method.add(*cmd);
     cmd->callback([f, cmd]() { run_bench(*f, *cmd); });

@@ -26,7 +26,7 @@ struct TrainFlags {
     std::string data, out, base, prompt = "\n";
     GPTConfig model;
     TrainConfig train;
-    bool resume = false, json_out = false;
+    bool resume = false, json_out = false, gradient_checkpointing = false;
     int samples = 200;
     int64_t accuracy_examples = 100;
 };
@@ -88,6 +88,7 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
     }
 
     // ---- the method (or every parameter, for full fine-tuning)
+    model->gradient_checkpointing = f.gradient_checkpointing;
     PeftModel peft(*model);
     Method* method = nullptr;
     if (f.method.method != "full") {
@@ -275,6 +276,8 @@ void add_train_command(CLI::App& app) {
     add_number(cmd, "--grad_clip", f->train.grad_clip, "global-norm clipping (0 = off)", 0.0, 1e6)->capture_default_str();
     add_number(cmd, "--eval_every", f->train.eval_every, "validate and checkpoint every N steps", 0, 1 << 30)->capture_default_str();
     add_number(cmd, "--eval_iters", f->train.eval_iters, "validation batches", 1, 1 << 20)->capture_default_str();
+    cmd->add_flag("--gradient_checkpointing", f->gradient_checkpointing,
+                  "keep only each block's input and run the block again in backward: less memory, one more forward");
     cmd->add_flag("--skip_nonfinite", f->train.skip_nonfinite, "skip a batch whose loss or gradient is NaN/Inf instead of stopping");
     add_number(cmd, "--samples", f->samples, "characters to sample before and after (a task shows one greedy answer instead; 0: none)", 0, 100000)->capture_default_str();
     cmd->add_option("--prompt", f->prompt, "prompt for the samples (text data)");

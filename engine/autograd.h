@@ -75,6 +75,7 @@ struct Edge {
 
 struct Node {
     const char* name;                    // op name, for error messages
+    uint64_t seq = 0;                    // creation order: a later node has a larger seq
     Shape out_shape;
     std::vector<Edge> next;              // one per op input, inactive when it needs no grad
     BackwardFn fn;                       // cleared after it runs: frees what it saved
@@ -84,6 +85,7 @@ struct Node {
 // Attach a node to y if grad mode is on and some input requires grad; returns whether it did.
 // Call it right after the forward; build the closure's saved tensors with save().
 bool record(Tensor& y, const char* name, std::initializer_list<Tensor> inputs, BackwardFn fn);
+bool record(Tensor& y, const char* name, const std::vector<Tensor>& inputs, BackwardFn fn);
 
 // A handle on t's data for a closure to keep: no graph (so no cycle), counted as saved.
 class Saved {
@@ -103,3 +105,14 @@ private:
 inline Saved save(const Tensor& t) { return Saved(t); }
 
 void backward(const Tensor& loss);
+
+// Note [Gradient checkpointing]
+// checkpoint(fn) runs fn() with grad mode off, so none of its ops keeps anything for backward,
+// and records one node whose inputs are every tensor from outside that fn's ops read and that
+// requires grad (the region's input, trainable parameters, ...). Its backward calls fn() again,
+// now recording, and runs backward through the nodes that call made, and only those, with the
+// region output's gradient: gradients reach parameters and the region's inputs exactly as if fn
+// had recorded in the first place (same ops, same order, so the same bits), provided fn() computes
+// the same thing twice (a caller with dropout inside restores its random stream: see GPT).
+// Memory: the region's activations exist only while its own backward runs.
+Tensor checkpoint(const std::function<Tensor()>& fn);

@@ -52,14 +52,22 @@ Tensor softmax(const Tensor& x);                           // over the last dim
 // Causal self-attention, softmax(q kᵀ · scale + mask) v, for every (batch, head).
 // q: (B,T,C)   k, v: (B,P+T,C) where the first P = n_prefix rows are prefix keys/values; head h
 // is the columns [h·D, (h+1)·D) with D = C / n_head. Query i sees all P prefix rows and the keys
-// P..P+i (itself and the past) -> (B,T,C), heads side by side as in q.
+// P..P+i (itself and the past) -> (B,T,C), heads side by side as in q. Keeps one log-sum-exp per
+// row and head for backward, never the (T, P+T) probabilities.
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_head, int64_t n_prefix,
                         float scale);
+// The same values and gradients, keeping all (B,H,T,P+T) probabilities for backward as attention
+// is usually written; the reference the fast op is tested against (Note [Attention without the T × T matrix]).
+Tensor causal_attention_saved_probs(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_head,
+                                    int64_t n_prefix, float scale);
 
 // ---- ops_loss.cpp
 // Mean cross-entropy from logits via log-sum-exp. logits: (N, V) or (B,T,V); targets: int32
 // (N) or (B,T), a target of ignore_index (-1) is skipped; the mean is over the rest. -> (1)
 // If every target is ignored the loss is 0 with zero gradient.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index = -1);
-// cross_entropy(linear(x, W), targets) keeping only dlogits (Note [The LM head and its loss, fused]).
-Tensor linear_cross_entropy(const Tensor& x, const Tensor& W, const Tensor& targets, int32_t ignore_index = -1);
+// cross_entropy(linear(x, W), targets) a chunk of rows at a time: no (N, V) logits or logits-gradient
+// buffer ever exists; keeps dx (and dW) for backward (Note [The LM head and its loss, fused and chunked]).
+// chunk_rows > 0 sets the rows per chunk (tests); 0 takes as many as 16 MiB of logits hold.
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& W, const Tensor& targets, int32_t ignore_index = -1,
+                            int64_t chunk_rows = 0);

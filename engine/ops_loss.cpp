@@ -97,18 +97,26 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
     return loss;
 }
 
-// Note [The LM head and its loss, fused]
-// With a vocabulary of 50k the logits are the largest activation of a step (N × V floats), and
-// cross_entropy keeps them for its backward, which then writes a second N × V matrix dz. But
-// dz = dy · (softmax(z) − onehot) / n needs only z, and the scalar dy is 1 in training. So this
-// op computes z = x Wᵀ, turns it in place into (softmax(z) − onehot) / n while it takes each
-// row's loss, and keeps that one matrix: the backward is two GEMMs scaled by dy. The same
-// values as cross_entropy(linear(x, W), targets), with half the memory and no second pass.
+// Note [The LM head and its loss, fused and chunked]
+// With a vocabulary of 50k the logits are the largest activation of a step (N × V floats: 196 MiB
+// at 1024 tokens), and cross_entropy(linear(x, W)) keeps them for its backward, which then writes a
+// second N × V matrix dz. But the gradient needs neither for long: with the scalar dy (1 in
+// training) factored out, dz_r = (softmax(z_r) − onehot(t_r)) / n depends on row r alone, and
+//     dx = dy · dz W,   dW = dy · dzᵀ x = dy · Σ_chunks dz_cᵀ x_c.
+// So the forward takes the rows a chunk at a time: z_c = x_c Wᵀ into one reused buffer, each row's
+// loss, z_c turned in place into dz_c, then dz_c W into the rows of a saved dx and dz_cᵀ x_c added
+// into a saved dW. No (N, V) buffer ever exists; the backward only scales the two by dy. The GEMM
+// work is the same as unfused (the gradient GEMMs just run early), so a forward whose backward
+// never comes (evaluation runs without grad mode) pays none of it. Values equal
+// cross_entropy(linear(x, W), targets), the plain version, to float rounding (Liger-Kernel's
+// fused linear cross-entropy does the same on GPUs).
+static constexpr int64_t kChunkFloats = int64_t(1) << 22;   // 16 MiB of logits: 83 rows at V = 50257
 
 // Read first: reference::linear_cross_entropy (engine/reference_ops.cpp), the unfused
 // composition cross_entropy(linear(x, W), targets).
 // x: (..., C)  W: (V, C)  targets: x's shape without C  ->  (1)
-Tensor linear_cross_entropy(const Tensor& x, const Tensor& W, const Tensor& targets, int32_t ignore_index) {
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& W, const Tensor& targets, int32_t ignore_index,
+                            int64_t chunk_rows) {
     Shape rows_shape = x.shape();   // what targets must be: x's shape without C
     if (rows_shape.ndim > 0) rows_shape.ndim--;
     ENGINE_CHECK(W.ndim() == 2 && x.ndim() >= 2 && x.shape().back() == W.size(1) && W.size(0) > 0 &&
@@ -122,46 +130,56 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& W, const Tensor& targ
     const int32_t* tp = targets.idata();
     const int64_t n_valid = count_targets("linear_cross_entropy", targets, V, ignore_index);
     if (reference_ops()) return reference::linear_cross_entropy(x, W, targets, ignore_index);
-    const bool need = needs_grad(x) || needs_grad(W);
+    const bool need_x = needs_grad(x), need_W = needs_grad(W), need = need_x || need_W;
 
-    Tensor Z = Tensor::empty({N, V});   // the logits; with a backward to come, (softmax − onehot) / n
+    const int64_t R = std::max<int64_t>(1, std::min(N, chunk_rows > 0 ? chunk_rows : kChunkFloats / V));   // per chunk
+    Tensor Z = Tensor::empty({R, V});   // one chunk of logits; with a backward to come, then (softmax − onehot) / n
+    Tensor dx = need_x ? Tensor::empty(x.shape()) : Tensor(), dW = need_W ? Tensor::empty(W.shape()) : Tensor();
     float* zp = Z.data();
-    gemm(Trans::N, Trans::T, N, V, C, 1.f, x.data(), W.data(), 0.f, zp);
     const float inv_n = n_valid ? 1.f / float(n_valid) : 0.f;
     std::vector<double> row_loss(size_t(N), 0.0);
+    for (int64_t r0 = 0; r0 < N; r0 += R) {
+        const int64_t r1 = std::min(N, r0 + R);
+        gemm(Trans::N, Trans::T, r1 - r0, V, C, 1.f, x.data() + r0 * C, W.data(), 0.f, zp);
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < N; r++) {
-        float* z = zp + r * V;
-        const int32_t t = tp[r];
-        if (t == ignore_index) {   // no loss and no gradient
-            if (need) std::fill(z, z + V, 0.f);
-            continue;
-        }
-        const float m = row_max(z, V), zt = z[t];
-        const double s = need ? row_exp_in_place(z, V, m) : row_sum_exp(z, V, m);
-        row_loss[size_t(r)] = std::log(s) - (double(zt) - double(m));
-        if (!need) continue;
-        const float k = float(1.0 / s) * inv_n;
+        for (int64_t r = r0; r < r1; r++) {
+            float* z = zp + (r - r0) * V;
+            const int32_t t = tp[r];
+            if (t == ignore_index) {   // no loss and no gradient
+                if (need) std::fill(z, z + V, 0.f);
+                continue;
+            }
+            const float m = row_max(z, V), zt = z[t];
+            const double s = need ? row_exp_in_place(z, V, m) : row_sum_exp(z, V, m);
+            row_loss[size_t(r)] = std::log(s) - (double(zt) - double(m));
+            if (!need) continue;
+            const float k = float(1.0 / s) * inv_n;
 #pragma omp simd
-        for (int64_t j = 0; j < V; j++) z[j] *= k;
-        z[t] -= inv_n;
+            for (int64_t j = 0; j < V; j++) z[j] *= k;
+            z[t] -= inv_n;
+        }
+        if (need_x)   // dx[r0:r1] = dz_c W
+            gemm(Trans::N, Trans::N, r1 - r0, C, V, 1.f, zp, W.data(), 0.f, dx.data() + r0 * C);
+        if (need_W)   // dW += dz_cᵀ x[r0:r1]
+            gemm(Trans::T, Trans::N, V, C, r1 - r0, 1.f, zp, x.data() + r0 * C, r0 == 0 ? 0.f : 1.f, dW.data());
     }
+    if (need_W && N == 0) std::fill(dW.data(), dW.data() + dW.numel(), 0.f);   // no rows, no chunk wrote it
     double total = 0;   // in row order, by one thread: the same for any thread count
     for (int64_t r = 0; r < N; r++) total += row_loss[size_t(r)];
     Tensor loss = Tensor::full({1}, n_valid ? float(total / double(n_valid)) : 0.f);
 
-    Saved zs = need ? save(Z) : Saved(), xs = needs_grad(W) ? save(x) : Saved(), Ws = needs_grad(x) ? save(W) : Saved();
-    record(loss, "linear_cross_entropy", {x, W}, [zs, xs, Ws, N, V, C](const Tensor& dy, Grads& g) {
-        // forward: z = x Wᵀ, L = cross_entropy(z); zs holds dL/dz for dy = 1. So, as in linear:
-        //   dx = dy · dz W,   dW = dy · dzᵀ x.
+    Saved dxs = need_x ? save(dx) : Saved(), dWs = need_W ? save(dW) : Saved();
+    record(loss, "linear_cross_entropy", {x, W}, [dxs, dWs](const Tensor& dy, Grads& g) {
+        // forward: z = x Wᵀ, L = cross_entropy(z); dxs and dWs hold dL/dx and dL/dW for dy = 1.
         const float k = dy.data()[0];
-        if (g.needs(0)) {
-            GradBuf dx = g.buf(0);
-            gemm(Trans::N, Trans::N, N, C, V, k, zs.data(), Ws.data(), dx.beta, dx.p);
-        }
-        if (g.needs(1)) {
-            GradBuf dW = g.buf(1);
-            gemm(Trans::T, Trans::N, V, C, N, k, zs.data(), xs.data(), dW.beta, dW.p);
+        for (int i = 0; i < 2; i++) {
+            if (!g.needs(i)) continue;
+            GradBuf d = g.buf(i);
+            const Saved& s = i == 0 ? dxs : dWs;
+            const float* sp = s.data();
+            const int64_t n = s->numel();
+#pragma omp parallel for schedule(static)
+            for (int64_t j = 0; j < n; j++) d.acc(j, k * sp[j]);
         }
     });
     return loss;

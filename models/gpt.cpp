@@ -2,6 +2,7 @@
 #include "gpt.h"
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 // ---- config
@@ -133,8 +134,7 @@ std::vector<std::pair<std::string, Linear*>> GPT::linears() {
 
 // ---- forward
 
-// x: (B,T,C) -> (B,T,C). Multi-head causal self-attention; prefix rows (seam 3) in front of k, v.
-// Head h is columns h·D..(h+1)·D of q, k and v; attention reads the heads in place.
+// q, k, v (B,T,C) of layer l: three Linears, or GPT-2's fused c_attn and its three column blocks.
 std::array<Tensor, 3> GPT::project_qkv(int64_t l, const Tensor& x) {
     Attention& a = h[size_t(l)].attn;
     if (config.model_type != "gpt2") return {a.q_proj(x), a.k_proj(x), a.v_proj(x)};
@@ -143,15 +143,16 @@ std::array<Tensor, 3> GPT::project_qkv(int64_t l, const Tensor& x) {
     return {slice_last(qkv, 0, C), slice_last(qkv, C, C), slice_last(qkv, 2 * C, C)};
 }
 
-Tensor GPT::attention(int64_t l, const Tensor& x, bool training) {
+// x: (B,T,C) -> (B,T,C). Multi-head causal self-attention; prefix rows (seam 3, (B,P,C) each, or
+// undefined) in front of k, v. Head h is columns h·D..(h+1)·D of q, k and v; attention reads the heads in place.
+Tensor GPT::attention(int64_t l, const Tensor& x, const std::pair<Tensor, Tensor>& prefix, bool training) {
     Attention& a = h[size_t(l)].attn;
-    const int64_t B = x.size(0), H = config.n_head, D = config.n_embd / H;
+    const int64_t H = config.n_head, D = config.n_embd / H;
     auto [q, k, v] = project_qkv(l, x);   // (B,T,C) each
-    const int64_t P = hooks ? hooks->n_prefix() : 0;
+    const int64_t P = prefix.first.defined() ? prefix.first.size(1) : 0;
     if (P > 0) {   // k, v: (B,P,C) ++ (B,T,C) along the sequence axis
-        auto [pk, pv] = hooks->prefix_kv(l, B);
-        k = concat_seq(pk, k);
-        v = concat_seq(pv, v);
+        k = concat_seq(prefix.first, k);
+        v = concat_seq(prefix.second, v);
     }
     Tensor y = causal_attention(q, k, v, H, P, 1.0f / std::sqrt(float(D)));   // (B,T,C)
     return dropout(a.o_proj(y), config.dropout, training, dropout_rng);
@@ -161,6 +162,17 @@ Tensor GPT::attention(int64_t l, const Tensor& x, bool training) {
 Tensor GPT::mlp(int64_t l, const Tensor& x, bool training) {
     MLP& m = h[size_t(l)].mlp;
     return dropout(m.fc_out(gelu(m.fc_in(x))), config.dropout, training, dropout_rng);
+}
+
+// x: (B,T,C) -> (B,T,C). One pre-LayerNorm block: x + attn(ln_1(x)), then + mlp(ln_2(·)); adapters (seam 2).
+Tensor GPT::block(int64_t l, Tensor x, const std::pair<Tensor, Tensor>& prefix, bool training) {
+    Block& b = h[size_t(l)];
+    Tensor f = attention(l, b.ln_1(x), prefix, training);
+    if (hooks) f = hooks->block_output(Site::Attn, l, f);      // seam 2
+    x = add(x, f);
+    Tensor m = mlp(l, b.ln_2(x), training);
+    if (hooks) m = hooks->block_output(Site::Mlp, l, m);
+    return add(x, m);
 }
 
 Tensor GPT::hidden(const Tensor& ids, bool training) {
@@ -184,13 +196,23 @@ Tensor GPT::hidden(const Tensor& ids, bool training) {
     x = dropout(x, config.dropout, training, dropout_rng);
 
     for (int64_t l = 0; l < config.n_layer; l++) {
-        Block& b = h[size_t(l)];
-        Tensor f = attention(l, b.ln_1(x), training);
-        if (hooks) f = hooks->block_output(Site::Attn, l, f);      // seam 2
-        x = add(x, f);
-        Tensor m = mlp(l, b.ln_2(x), training);
-        if (hooks) m = hooks->block_output(Site::Mlp, l, m);
-        x = add(x, m);
+        std::pair<Tensor, Tensor> prefix = Pp > 0 ? hooks->prefix_kv(l, B) : std::pair<Tensor, Tensor>();   // seam 3
+        if (!(gradient_checkpointing && training && GradMode::enabled())) {
+            x = block(l, x, prefix, training);
+            continue;
+        }
+        // Note [Gradient checkpointing] (engine/autograd.h): keep x, run the block again in backward.
+        // The replay must draw the same dropout masks: it starts the stream where this forward did,
+        // and then puts it back where it was, so the replay leaves the stream as it found it.
+        auto replayed = std::make_shared<bool>(false);
+        x = checkpoint([this, l, x, prefix, training, at_start = dropout_rng, replayed] {
+            const Rng now = dropout_rng;
+            dropout_rng = at_start;
+            Tensor y = block(l, x, prefix, training);
+            if (*replayed) dropout_rng = now;
+            *replayed = true;
+            return y;
+        });
     }
     x = ln_f(x);
     if (Pv > 0) x = slice_seq(x, Pv, T);                           // the real tokens only

@@ -111,6 +111,10 @@ public:
     ParamList params;          // every parameter, by its contract name
     Hooks* hooks = nullptr;    // set by an attached PEFT method (not owned)
     Rng dropout_rng;           // the dropout masks' stream (saved in checkpoints)
+    // HF's gradient_checkpointing: when training, keep only each block's input and run the block
+    // again during backward (Note [Gradient checkpointing], engine/autograd.h). Same gradients, bit
+    // for bit; the activations of one block at a time instead of all of them, for one more forward.
+    bool gradient_checkpointing = false;
 
     GPT(const GPTConfig& config, Rng& init_rng);
     GPT(const GPT&) = delete;
@@ -140,6 +144,7 @@ public:
 private:
     // q, k, v (B,T,C) of layer l from its LayerNorm'd input: three Linears or the fused c_attn.
     std::array<Tensor, 3> project_qkv(int64_t l, const Tensor& x);
-    Tensor attention(int64_t l, const Tensor& x, bool training);
+    Tensor block(int64_t l, Tensor x, const std::pair<Tensor, Tensor>& prefix, bool training);
+    Tensor attention(int64_t l, const Tensor& x, const std::pair<Tensor, Tensor>& prefix, bool training);
     Tensor mlp(int64_t l, const Tensor& x, bool training);
 };

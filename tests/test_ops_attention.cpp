@@ -2,6 +2,7 @@
 #include <cmath>
 #include "helpers.h"
 #include "engine/ops.h"
+#include "engine/memory.h"
 #include "engine/parallel.h"
 
 TEST_SUITE("ops") {
@@ -175,6 +176,50 @@ TEST_CASE("ops: causal_attention is bitwise reproducible at a fixed thread count
         std::string why;
         CHECK_MESSAGE(allclose(one[t], ref, 1e-5, 1e-6, &why), why);
     }
+}
+
+
+// The fast op keeps one log-sum-exp per row and head and rebuilds the probabilities in backward;
+// the op that keeps them all is the reference: same forward and same gradients to float rounding.
+TEST_CASE("ops: causal_attention equals the attention that keeps its probabilities, forward and gradients") {
+    Rng rng(60);
+    struct Case { int64_t B, H, T, D, P; };
+    for (Case c : {Case{2, 3, 1, 4, 0}, Case{1, 2, 7, 8, 3}, Case{2, 2, 130, 16, 0}, Case{1, 3, 200, 8, 5}}) {
+        for (int which = -1; which < 3; which++) {   // -1: all three inputs train; else only that one
+            Qkv a = random_qkv(rng, c.B, c.H, c.T, c.D, c.P, which < 0);
+            if (which >= 0) (which == 0 ? a.q : which == 1 ? a.k : a.v).set_requires_grad(true);
+            Tensor R = Tensor::randn({c.B, c.T, c.H * c.D}, rng);
+            auto run = [&](bool fast) {
+                for (Tensor* t : {&a.q, &a.k, &a.v}) t->zero_grad();
+                const float sc = 1.f / std::sqrt(float(c.D));
+                Tensor y = fast ? causal_attention(a.q, a.k, a.v, c.H, c.P, sc)
+                                : causal_attention_saved_probs(a.q, a.k, a.v, c.H, c.P, sc);
+                projection_loss(y, R).backward();
+                std::vector<std::vector<float>> out{y.to_vector()};
+                for (Tensor* t : {&a.q, &a.k, &a.v}) out.push_back(t->has_grad() ? t->grad().to_vector() : std::vector<float>());
+                return out;
+            };
+            auto fast = run(true), ref = run(false);
+            for (size_t t = 0; t < ref.size(); t++) {
+                REQUIRE(fast[t].size() == ref[t].size());
+                std::string why;
+                CHECK_MESSAGE(allclose(fast[t], std::vector<double>(ref[t].begin(), ref[t].end()), 1e-5, 1e-5, &why),
+                              "T " << c.T << " P " << c.P << " output " << t << ": " << why);
+            }
+        }
+    }
+}
+
+TEST_CASE("ops: causal_attention keeps no (T, P+T) matrix for backward: one float per row and head") {
+    Rng rng(61);
+    const int64_t B = 1, H = 4, T = 256, D = 8, P = 2;
+    Qkv a = random_qkv(rng, B, H, T, D, P);
+    const int64_t s0 = mem_stats().cur(Mem::Saved);
+    Tensor y = causal_attention(a.q, a.k, a.v, H, P, 0.3f);
+    const int64_t qkv = int64_t(a.q.nbytes() + a.k.nbytes() + a.v.nbytes());
+    CHECK(mem_stats().cur(Mem::Saved) - s0 == qkv + B * H * T * 4);   // q, k, v and L
+    Tensor y2 = causal_attention_saved_probs(a.q, a.k, a.v, H, P, 0.3f);   // q, k, v again (not twice) and A
+    CHECK(mem_stats().cur(Mem::Saved) - s0 == qkv + B * H * T * 4 + B * H * T * (P + T) * 4);
 }
 
 }  // TEST_SUITE

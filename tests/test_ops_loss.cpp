@@ -2,6 +2,7 @@
 // ignore_index, extremes, errors, threads.
 #include <cmath>
 #include "helpers.h"
+#include "engine/memory.h"
 #include "engine/ops.h"
 
 TEST_SUITE("ops") {
@@ -134,17 +135,20 @@ TEST_CASE("ops: linear_cross_entropy equals cross_entropy of linear, in the loss
     Rng rng(52);
     Tensor x0 = Tensor::randn({6, 16}, rng), W0 = Tensor::randn({33, 16}, rng, 0.5f);
     Tensor targets = Tensor::from_ints({0, 32, -1, 5, 5, 17}, {6});
-    auto run = [&](bool fused) {
+    auto run = [&](int64_t chunk) {   // chunk < 0: the plain, unfused ops
         Tensor x = x0.clone().set_requires_grad(true), W = W0.clone().set_requires_grad(true);
-        Tensor loss = fused ? linear_cross_entropy(x, W, targets) : cross_entropy(linear(x, W), targets);
+        Tensor loss = chunk >= 0 ? linear_cross_entropy(x, W, targets, -1, chunk) : cross_entropy(linear(x, W), targets);
         scale(loss, 3.f).backward();   // dy = 3, not 1: the backward scales by it
         return std::vector<std::vector<float>>{loss.to_vector(), x.grad().to_vector(), W.grad().to_vector()};
     };
-    const auto fused = run(true), plain = run(false);
-    for (size_t i = 0; i < fused.size(); i++) {
-        std::string why;
-        CHECK_MESSAGE(allclose(fused[i], std::vector<double>(plain[i].begin(), plain[i].end()), 1e-5, 1e-7, &why),
-                      "output " << i << ": " << why);
+    const auto plain = run(-1);
+    for (int64_t chunk : {0, 1, 4, 6}) {   // one chunk of all rows; chunks of 1 and 4 rows (the last one short)
+        const auto fused = run(chunk);
+        for (size_t i = 0; i < fused.size(); i++) {
+            std::string why;
+            CHECK_MESSAGE(allclose(fused[i], std::vector<double>(plain[i].begin(), plain[i].end()), 1e-5, 1e-7, &why),
+                          "chunk " << chunk << " output " << i << ": " << why);
+        }
     }
 }
 
@@ -162,6 +166,22 @@ TEST_CASE("ops: linear_cross_entropy gradients accumulate into existing buffers"
     Tensor x = param({5, 6}, rng), W = param({9, 6}, rng);
     Tensor targets = Tensor::from_ints({8, -1, 0, 4, 4}, {5});
     check_gradients_accumulate({x, W}, [&] { return linear_cross_entropy(x, W, targets); });
+    check_gradients_accumulate({x, W}, [&] { return linear_cross_entropy(x, W, targets, -1, 2); });
+}
+
+TEST_CASE("ops: linear_cross_entropy keeps no (N, V) buffer: it saves dx only, and its peak is one chunk") {
+    Rng rng(55);
+    const int64_t N = 64, C = 8, V = 1000;
+    Tensor x = param({N, C}, rng), W = Tensor::randn({V, C}, rng);   // W frozen
+    std::vector<int32_t> t(static_cast<size_t>(N));
+    for (int64_t r = 0; r < N; r++) t[size_t(r)] = int32_t(r * 7 % V);
+    Tensor targets = Tensor::from_ints(t, {N});
+    const MemStats m0 = mem_stats();
+    mem_reset_peak();
+    Tensor loss = linear_cross_entropy(x, W, targets, -1, 4);
+    CHECK(mem_stats().cur(Mem::Saved) - m0.cur(Mem::Saved) == N * C * 4);   // dx
+    CHECK(mem_stats().pk(Mem::Workspace) - m0.cur(Mem::Workspace) < 2 * 4 * V * 4);   // about one 4-row chunk of logits
+    loss.backward();
 }
 
 TEST_CASE("ops: linear_cross_entropy rejects mismatched shapes and bad targets, naming them") {
