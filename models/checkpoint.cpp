@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include "engine/safetensors.h"
+#include "models/hf_gpt2.h"
 
 void save_checkpoint(const std::string& path, const GPT& model, const Tokenizer& tok,
                      const std::map<std::string, std::string>& extra) {
@@ -22,6 +23,7 @@ void save_checkpoint(const std::string& path, const GPT& model, const Tokenizer&
 }
 
 Checkpoint load_checkpoint(const std::string& path) {
+    if (is_hf_folder(path)) return load_hf_gpt2(path);   // a Hugging Face GPT-2 folder (models/hf_gpt2.h)
     SafeTensors st = load_safetensors(path);
     ENGINE_CHECK(st.metadata.count("peft.model_config"), FileError,
                  "{}: no 'peft.model_config' in the metadata: not a peft.cpp model checkpoint", path);

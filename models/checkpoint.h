@@ -23,6 +23,7 @@ struct Checkpoint {
 // Inf weight is a NumericError naming the tensor, and the previous file stays.
 void save_checkpoint(const std::string& path, const GPT& model, const Tokenizer& tok,
                      const std::map<std::string, std::string>& extra_metadata = {});
+// A folder holding config.json is read as a Hugging Face GPT-2 folder (models/hf_gpt2.h).
 // Validates: every contract tensor present with the config's shape, nothing unexpected,
 // finite values. Errors name the file and the tensor.
 Checkpoint load_checkpoint(const std::string& path);

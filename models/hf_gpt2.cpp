@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include "data/bpe.h"
 #include "engine/fileio.h"
 #include "engine/safetensors.h"
 
@@ -181,14 +182,28 @@ std::unique_ptr<GPT> load_hf_gpt2_model(const std::string& dir) {
     return model;
 }
 
+Checkpoint load_hf_gpt2(const std::string& dir) {
+    ENGINE_CHECK(Bpe::folder_has_files(dir), FileError,
+                 "{}: no tokenizer: the folder needs vocab.json + merges.txt (or encoder.json + vocab.bpe)", dir);
+    const GPTConfig cfg = read_hf_gpt2_config(dir + "/config.json");
+    Checkpoint ck;
+    ck.tokenizer = Tokenizer::bpe_folder(dir);   // first: a bad tokenizer reads no weights
+    try {
+        ck.tokenizer.check_fits(cfg.vocab_size, dir + "/config.json");
+    } catch (const ValueError& e) {
+        throw FileError(e.what());
+    }
+    ck.model = load_hf_gpt2_model(dir);
+    return ck;
+}
+
 // ---- export
 
 void export_hf_gpt2(const std::string& dir, const GPT& model, const Tokenizer& tok) {
     const GPTConfig& c = model.config;
     ENGINE_CHECK(c.bias, ValueError, "export: GPT-2 has biases in every Linear and LayerNorm; this model has none");
     make_dirs(dir);
-    const int32_t eot = int32_t(c.vocab_size - 1);   // GPT-2's <|endoftext|> is its last id
-    (void)tok;
+    const int32_t eot = tok.eot_id() >= 0 ? tok.eot_id() : int32_t(c.vocab_size - 1);   // GPT-2's <|endoftext|>
     json cfg = {{"architectures", json::array({"GPT2LMHeadModel"})},
                 {"model_type", "gpt2"},
                 {"activation_function", "gelu_new"},
@@ -279,4 +294,8 @@ void export_hf_gpt2(const std::string& dir, const GPT& model, const Tokenizer& t
     save_safetensors_streamed(dir + "/model.safetensors", shapes,
                               [&](size_t i, float* dst) { outs[i].fill(dst); }, {{"format", "pt"}});
     atomic_write_file(dir + "/config.json", cfg.dump(2) + "\n");
+    if (const Bpe* bpe = tok.bpe_model()) {   // GPT2Tokenizer.from_pretrained reads these two
+        atomic_write_file(dir + "/vocab.json", bpe->vocab_json());
+        atomic_write_file(dir + "/merges.txt", bpe->merges_txt());
+    }
 }

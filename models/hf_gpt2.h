@@ -42,6 +42,10 @@ GPTConfig read_hf_gpt2_config(const std::string& config_path);
 // the fault; nothing is returned half-loaded.
 std::unique_ptr<GPT> load_hf_gpt2_model(const std::string& dir);
 
+// The model and its tokenizer (vocab.json + merges.txt, or encoder.json + vocab.bpe), checked to
+// fit the embedding before any weight is read. What load_checkpoint returns for a folder.
+Checkpoint load_hf_gpt2(const std::string& dir);
+
 // Writes config.json, model.safetensors ("transformer."-prefixed keys, F32, Conv1D layout) and,
 // for a BPE tokenizer, vocab.json + merges.txt into `dir` (created if needed), each file
 // atomically. A "gpt" layout model is written fused (q, k, v rows into c_attn). Needs biases.

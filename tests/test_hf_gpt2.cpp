@@ -3,6 +3,7 @@
 // round trips.
 #include "hf_helpers.h"
 #include "models/hf_gpt2.h"
+#include "data/bpe.h"
 #include "engine/fileio.h"
 #include "engine/safetensors.h"
 #include "models/reference_gpt.h"
@@ -133,6 +134,46 @@ TEST_CASE("hf_gpt2: a model of the gpt layout exports fused and computes the sam
     std::string why;
     std::vector<float> a = logits_of(*g), b = logits_of(*m);
     CHECK_MESSAGE(allclose(b, std::vector<double>(a.begin(), a.end()), 1e-5, 1e-5, &why), why);
+}
+
+// A byte-level BPE of 258 tokens: the 256 bytes, "Ġt" (merge "Ġ t") and <|endoftext|>.
+static void write_tiny_tokenizer(const std::string& dir) {
+    json vocab = json::object();
+    for (int b = 0; b < 256; b++) {
+        std::string tok;
+        utf8_append(tok, byte_to_unicode()[size_t(b)]);
+        vocab[tok] = b;
+    }
+    vocab["\u0120t"] = 256;
+    vocab["<|endoftext|>"] = 257;
+    std::ofstream(dir + "/vocab.json") << vocab.dump();
+    std::ofstream(dir + "/merges.txt") << "#version: 0.2\n\u0120 t\n";
+}
+
+TEST_CASE("hf_gpt2: a folder with its tokenizer loads wherever a model is taken, and exports it back") {
+    auto src = hf::tiny_model(11, 258);
+    TempDir tmp;
+    hf::write_folder(tmp / "m", *src);
+    write_tiny_tokenizer(tmp / "m");
+    Checkpoint ck = load_checkpoint(tmp / "m");   // what --model, --base and friends call
+    CHECK(ck.tokenizer.kind() == Tokenizer::Kind::Bpe);
+    CHECK(ck.tokenizer.eot_id() == 257);
+    CHECK(ck.tokenizer.encode(" t t") == std::vector<int32_t>{256, 256});
+    CHECK(same_params(*ck.model, *src));
+    export_hf_gpt2(tmp / "out", *ck.model, ck.tokenizer);
+    Checkpoint back = load_checkpoint(tmp / "out");
+    CHECK(back.tokenizer == ck.tokenizer);
+    CHECK(same_params(*back.model, *src));
+    CHECK(json::parse(read_file(tmp / "out/config.json", 1 << 20))["eos_token_id"] == 257);
+    // A vocabulary larger than the embedding: refused before any weight is read.
+    auto small = hf::tiny_model(12, 257);
+    hf::write_folder(tmp / "small", *small);
+    write_tiny_tokenizer(tmp / "small");
+    CHECK_THROWS_AS(load_checkpoint(tmp / "small"), FileError);
+    try { load_checkpoint(tmp / "small"); } catch (const FileError& e) { CHECK(std::string(e.what()).find("config.json") != std::string::npos); }
+    // No tokenizer files: one error naming the folder.
+    hf::write_folder(tmp / "bare", *src);
+    CHECK_THROWS_WITH_AS(load_checkpoint(tmp / "bare"), doctest::Contains("no tokenizer"), FileError);
 }
 
 // ---- HF-format adapters on a GPT-2 base
