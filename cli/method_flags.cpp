@@ -16,7 +16,10 @@ void MethodFlags::add(CLI::App& cmd) {
     add_number(g, "--lora_dropout", lora_dropout, "dropout on the LoRA branch", 0.0, 0.99);
     g->add_flag("--use_rslora", use_rslora, "scale by alpha / sqrt(r)");
     g->add_option("--target_modules", target_modules, "module names, e.g. q_proj v_proj")->delimiter(',');
-    g->add_option("--layers_to_transform", layers_to_transform, "LoRA: only these blocks, e.g. 2,3")->delimiter(',');
+    g->add_option("--layers_to_transform", layers_to_transform, "LoRA: only these blocks, e.g. 2,3")
+        ->delimiter(',')
+        ->transform(CLI::Validator([](std::string& text) { return strict_number(text, int64_t(0), int64_t(1) << 20); },
+                                   "", "number"));
     g->add_option("--feedforward_modules", feedforward_modules, "IA3: modules scaled on their input")->delimiter(',');
     g->add_option("--placement", placement, "adapters: houlsby | pfeiffer")->check(CLI::IsMember({"houlsby", "pfeiffer"}));
     add_number(g, "--bottleneck_size", bottleneck_size, "adapters: bottleneck width m", 1, 1 << 20);
