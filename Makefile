@@ -23,7 +23,7 @@ MPI_LIBS   = $(shell mpicxx --showme:link)
 # engine/openblas_core.cpp is linked into the programs, not the library (its Note says why;
 # `make OPENBLAS_CORE=` leaves it out).
 OPENBLAS_CORE ?= $(BUILD)/obj/engine/openblas_core.o
-LIB_SRC  := $(filter-out engine/openblas_core.cpp engine/dist_mpi.cpp,$(wildcard engine/*.cpp data/*.cpp models/*.cpp peft/*.cpp))
+LIB_SRC  := $(filter-out engine/openblas_core.cpp engine/dist_mpi.cpp,$(wildcard engine/*.cpp data/*.cpp models/*.cpp peft/*.cpp train/*.cpp))
 CLI_SRC  := $(wildcard cli/*.cpp)
 TEST_SRC := $(wildcard tests/*.cpp)
 obj = $(patsubst %.cpp,$(BUILD)/obj/%.o,$(1))
@@ -31,25 +31,33 @@ obj = $(patsubst %.cpp,$(BUILD)/obj/%.o,$(1))
 all: $(BUILD)/peft
 .PHONY: all deps test test-asan sanitize train compare bench bench-engine fuzz check-leaks clean gpt2-lora
 
-# `make train`: pretrain a base model on DATA (once; reused when present), then fine-tune it
-# with METHOD on the task TASK. Override any of these: make train METHOD=ia3 TASK=reverse
+# `make train`: pretrain a base model on DATA (once: a finished base is reused, an unfinished
+# one resumed), then fine-tune it with METHOD on the task TASK, with the method's own learning
+# rate and steps (train/defaults.h). Override any of these: make train METHOD=ia3 TASK=reverse
+# THREADS=1; FT_STEPS and FT_LR override the method's defaults.
 DATA ?= stories
 TASK ?= dates
 METHOD ?= lora
 STEPS ?= 1500
-FT_STEPS ?= 800
-FT_LR ?= 1e-2
 MODEL ?= --n_layer 4 --n_head 4 --n_embd 128 --block 64
 RUNS ?= runs
 BASE_CKPT = $(RUNS)/base/model.safetensors
+THREADS_FLAG = $(if $(THREADS),--threads $(THREADS))
 define pretrain_base
-	@if [ -f $(BASE_CKPT) ]; then echo "reusing the base model $(BASE_CKPT) (delete it to pretrain again)"; \
-	else ./$(BUILD)/peft train --data $(DATA) --out $(RUNS)/base --steps $(STEPS) $(MODEL) --dropout 0.0 --eval_every 250; fi
+	@state=$$(./$(BUILD)/peft status $(RUNS)/base) || exit 1; \
+	case "$$state" in \
+	  finished*) echo "reusing the base model $(BASE_CKPT) ($$state; delete $(RUNS)/base to pretrain again)";; \
+	  unknown*) echo "reusing the base model $(BASE_CKPT) ($$state; delete $(RUNS)/base to pretrain again)";; \
+	  none) cmd="./$(BUILD)/peft train --data $(DATA) --out $(RUNS)/base --steps $(STEPS) $(MODEL) --dropout 0.0 --eval_every 250 $(THREADS_FLAG)"; \
+	        echo "pretraining the base model:"; echo "$$cmd"; $$cmd || exit 1;; \
+	  *) cmd="./$(BUILD)/peft train --data $(DATA) --out $(RUNS)/base --resume $(THREADS_FLAG)"; \
+	     echo "the base model in $(RUNS)/base is $$state: resuming it"; echo "$$cmd"; $$cmd || exit 1;; \
+	esac
 endef
 train: $(BUILD)/peft
 	$(pretrain_base)
-	./$(BUILD)/peft train --base $(RUNS)/base/model.safetensors --data $(TASK) --method $(METHOD) \
-	  --out $(RUNS)/$(METHOD)-$(TASK) --steps $(FT_STEPS) --lr $(FT_LR) --eval_every 100 --samples 40
+	./$(BUILD)/peft train --base $(BASE_CKPT) --data $(TASK) --method $(METHOD) --out $(RUNS)/$(METHOD)-$(TASK) --overwrite \
+	  $(if $(FT_STEPS),--steps $(FT_STEPS)) $(if $(FT_LR),--lr $(FT_LR)) --eval_every 100 --samples 40 $(THREADS_FLAG)
 	@echo "logs and plots: $(RUNS)/base/{log.csv,loss.svg}, $(RUNS)/$(METHOD)-$(TASK)/{log.csv,loss.svg}"
 
 # `make gpt2-lora GPT2=DIR TEXT=FILE`: fine-tune a GPT-2 you have (a Hugging Face folder with config.json,
@@ -68,11 +76,11 @@ gpt2-lora: $(BUILD)/peft
 	./$(BUILD)/peft generate --model $(GPT2) --adapter $(RUNS)/gpt2-lora --prompt "$(PROMPT)" --max_new 60 --temperature 0.8
 
 # `make compare`: full fine-tuning and every PEFT method on TASK from the same base model, one table
-# (runs/compare/compare.md, .csv, val_loss.svg, memory.svg).
-CMP_STEPS ?= 600
+# (runs/compare/compare.md, .csv, val_loss.svg, memory.svg); each method with its own learning
+# rate and steps, as `make train` (CMP_STEPS=N gives every method N steps).
 compare: $(BUILD)/peft
 	$(pretrain_base)
-	./$(BUILD)/peft compare --base $(BASE_CKPT) --data $(TASK) --steps $(CMP_STEPS) --out $(RUNS)/compare
+	./$(BUILD)/peft compare --base $(BASE_CKPT) --data $(TASK) $(if $(CMP_STEPS),--steps $(CMP_STEPS)) --out $(RUNS)/compare $(THREADS_FLAG)
 
 # `make bench`: bench/suite.py times `peft bench` at three model shapes (tiny, small, GPT-2) for
 # METHODS (default full,lora; any of full,lora,ia3,adapter,prefix,prompt) and CONFIGS (default
@@ -101,7 +109,7 @@ $(BUILD)/obj/%.o: %.cpp | $(BUILD)/.deps
 	$(CXX) $(CXXFLAGS) -c $< -o $@
 
 $(BUILD)/libpeft.a: $(call obj,$(LIB_SRC))
-	ar rcs $@ $^
+	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/peft: $(call obj,$(CLI_SRC)) $(OPENBLAS_CORE) $(BUILD)/libpeft.a | $(BUILD)/libpeft_mpi.so
 	$(CXX) $^ -o $@ $(LDLIBS)

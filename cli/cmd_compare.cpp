@@ -15,28 +15,26 @@
 #include "common.h"
 #include "engine/fileio.h"
 #include "svg.h"
+#include "train/defaults.h"
 
 namespace {
 
-// Each method's learning rate: the best by validation loss after 600 steps on the dates task from
-// the `make train` base model, of 3e-3, 1e-2 and 3e-2, and also 1e-1, 3e-1 and 1 for IA³, prefix
-// and prompt tuning, whose few parameters move slowly (IA³: 0.88 at 3e-2, 0.38 at 3e-1). Full
-// fine-tuning: 3e-4, as nanoGPT's.
+// Each row runs `peft train` with its flags; the learning rate and steps are the method's own
+// (train/defaults.h, the table `peft train` uses too), so `make train METHOD=m` reproduces a row.
 struct Variant {
     std::string label, flags;
-    double lr;
 };
 const std::vector<Variant>& variants() {
     static const std::vector<Variant> v = {
-        {"full", "--method full", 3e-4},
-        {"lora", "--method lora", 1e-2},
-        {"ia3", "--method ia3", 3e-1},
-        {"adapter-houlsby", "--method adapter --placement houlsby", 1e-2},
-        {"adapter-pfeiffer", "--method adapter --placement pfeiffer", 1e-2},
-        {"prefix", "--method prefix --num_virtual_tokens 8", 1e-1},
-        {"prompt", "--method prompt --num_virtual_tokens 8", 3e-1},
-        {"ptuning-mlp", "--method ptuning --num_virtual_tokens 8 --encoder_reparameterization_type MLP", 1e-2},
-        {"ptuning-lstm", "--method ptuning --num_virtual_tokens 8 --encoder_reparameterization_type LSTM", 1e-2},
+        {"full", "--method full"},
+        {"lora", "--method lora"},
+        {"ia3", "--method ia3"},
+        {"adapter-houlsby", "--method adapter --placement houlsby"},
+        {"adapter-pfeiffer", "--method adapter --placement pfeiffer"},
+        {"prefix", "--method prefix --num_virtual_tokens 8"},
+        {"prompt", "--method prompt --num_virtual_tokens 8"},
+        {"ptuning-mlp", "--method ptuning --num_virtual_tokens 8 --encoder_reparameterization_type MLP"},
+        {"ptuning-lstm", "--method ptuning --num_virtual_tokens 8 --encoder_reparameterization_type LSTM"},
     };
     return v;
 }
@@ -45,8 +43,8 @@ struct CompareFlags {
     CommonFlags common;
     std::string base, data = "dates", out = "runs/compare";
     std::vector<std::string> methods;
-    int64_t steps = 600, batch = 16;
-    double lr = 0;   // 0: each method's own (variants())
+    int64_t steps = 0, batch = 16;   // steps 0: each method's own (train/defaults.h)
+    double lr = 0;                   // 0: each method's own
     bool json_out = false;
 };
 
@@ -86,10 +84,12 @@ void run_compare(CompareFlags& f) {
     std::vector<Series> curves;
     for (const Variant& v : chosen) {
         const std::string dir = f.out + "/" + v.label;
-        std::string cmd = fmt::format("'{}' train --base '{}' --data '{}' --out '{}' --steps {} --batch {} --lr {} "
+        const int64_t steps = f.steps > 0 ? f.steps : method_defaults(v.flags.substr(9, v.flags.find(' ', 9) - 9)).steps;
+        std::string cmd = fmt::format("'{}' train --base '{}' --data '{}' --out '{}' --overwrite --steps {} --batch {} "
                                       "--eval_every {} --seed {} --samples 0 --json {}",
-                                      exe, f.base, f.data, dir, f.steps, f.batch, f.lr > 0 && v.label != "full" ? f.lr : v.lr, std::max<int64_t>(1, f.steps / 10),
+                                      exe, f.base, f.data, dir, steps, f.batch, std::max<int64_t>(1, steps / 10),
                                       f.common.seed, v.flags);
+        if (f.lr > 0 && v.label != "full") cmd += fmt::format(" --lr {}", f.lr);
         if (f.common.threads > 0) cmd += fmt::format(" --threads {}", f.common.threads);
         fmt::print("running {} ...\n", v.label);
         std::fflush(stdout);
@@ -132,7 +132,7 @@ void run_compare(CompareFlags& f) {
         optim.points.push_back({double(i), m(rows[i], "peak_optimizer_bytes")});
         saved.points.push_back({double(i), m(rows[i], "peak_saved_bytes")});
     }
-    atomic_write_file(f.out + "/memory.svg", bar_chart_svg("memory by category", "MiB", labels, {grads, optim, saved}));
+    atomic_write_file(f.out + "/memory.svg", bar_chart_svg("memory by category", "memory (MiB)", labels, {grads, optim, saved}));
     fmt::print("\n{}\nwrote {}/compare.md, compare.csv, val_loss.svg, memory.svg\n", md, f.out);
     if (f.json_out) fmt::print("{}\n", nlohmann::json(rows).dump());
 }
@@ -147,9 +147,9 @@ void add_compare_command(CLI::App& app) {
     cmd->add_option("--data", f->data, "task dataset")->capture_default_str();
     cmd->add_option("--out", f->out, "output folder")->capture_default_str();
     cmd->add_option("--methods", f->methods, "subset, e.g. full,lora")->delimiter(',');
-    add_number(cmd, "--steps", f->steps, "steps per method", 1, 1 << 24)->capture_default_str();
+    add_number(cmd, "--steps", f->steps, "steps per method (default: each method's own, as peft train)", 1, 1 << 24);
     add_number(cmd, "--batch", f->batch, "sequences per step", 1, 1 << 16)->capture_default_str();
-    add_number(cmd, "--lr", f->lr, "one learning rate for every PEFT method (default: each its own; full uses 3e-4)", 1e-9, 10.0)->capture_default_str();
+    add_number(cmd, "--lr", f->lr, "one learning rate for every PEFT method (default: each its own, as peft train; full keeps 3e-4)", 1e-9, 10.0);
     cmd->add_flag("--json", f->json_out, "print the table as one JSON array on the last line");
     cmd->callback([f]() { run_compare(*f); });
 }

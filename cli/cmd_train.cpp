@@ -11,22 +11,30 @@
 #include "common.h"
 #include "engine/dist.h"
 #include "engine/fileio.h"
+#include "engine/parallel.h"
 #include "engine/safetensors.h"
 #include "method_flags.h"
 #include "models/checkpoint.h"
-#include "models/train.h"
+#include "train/run.h"
+#include "train/trainer.h"
 #include "peft/peft.h"
 #include "svg.h"
+#include "train/defaults.h"
+#include <filesystem>
+#include <tuple>
+
+namespace fs = std::filesystem;
 
 namespace {
 
 struct TrainFlags {
     CommonFlags common;
     MethodFlags method;
-    std::string data, out, base, prompt = "\n";
+    std::string data, out, base, prompt;
     GPTConfig model;
     TrainConfig train;
-    bool resume = false, json_out = false, gradient_checkpointing = false;
+    bool resume = false, overwrite = false, json_out = false, gradient_checkpointing = false;
+    nlohmann::json resume_peft_config;   // a resumed PEFT run's recorded adapter config
     int samples = 200;
     int64_t accuracy_examples = 100;
 };
@@ -43,207 +51,421 @@ std::string sample_text(GPT& model, const Tokenizer& tok, const std::string& pro
     return tok.decode(std::vector<int32_t>(out.begin() + int64_t(ids.size()), out.end()));
 }
 
-void run_train(TrainFlags& f, const CLI::App& cmd) {
-    f.common.apply();
-    f.train.seed = f.common.seed;
-    f.train.validate();
-    const bool writer = dist::rank() == 0;   // under MPI only rank 0 writes files
-    if (writer) ensure_dir(f.out);
-    const std::string path = resolve_dataset(f.data);
-    if (dist::size() > 1) {   // every rank reads the data itself: the same bytes?
-        const std::string bytes = read_file(path, size_t(kMaxDatasetBytes));
-        dist::check_same("the contents of the data file " + path,
-                         fmt::format("{:016x}", dist::hash_bytes(bytes.data(), bytes.size())));
-    }
-    const bool task_data = is_task_file(path);
-
-    // ---- the model: a base checkpoint, this run's own checkpoint (--resume, full), or a new one
+// Everything one training run works on, in the order set_up builds it.
+struct Run {
+    std::string data_path;
     std::unique_ptr<GPT> model;
     Tokenizer tok = Tokenizer::bytes();
+    std::unique_ptr<PeftModel> peft;
+    Method* method = nullptr;          // null for pretraining / full fine-tuning
     std::unique_ptr<TextDataset> text;
     std::unique_ptr<TaskDataset> task;
-    const std::string own_ckpt = f.out + "/model.safetensors", state_file = f.out + "/optimizer.safetensors";
+    std::unique_ptr<Trainer> trainer;
+    ParamList& trainable() { return method ? method->params : model->params; }
+};
+
+// The model: a base checkpoint, this run's own checkpoint (--resume, full), or a new one
+// (pretraining, whose vocabulary comes from the corpus).
+void load_or_build_model(TrainFlags& f, const CLI::App& cmd, Run& r) {
     ENGINE_CHECK(f.method.method == "full" || !f.base.empty(), ValueError,
                  "--method {} fine-tunes a base model: give --base CKPT (pretrain one first with --method full)",
                  f.method.method);
     if (!f.base.empty() || (f.resume && f.method.method == "full")) {
-        Checkpoint ck = load_checkpoint(f.resume && f.method.method == "full" ? own_ckpt : f.base);
-        model = std::move(ck.model);
-        tok = ck.tokenizer;
-        for (const char* flag : {"--n_layer", "--n_head", "--n_embd"})
-            ENGINE_CHECK(!cmd.count(flag), ValueError, "{} cannot change a loaded model (it is {})", flag, model->config.to_json());
+        Checkpoint ck = load_checkpoint(f.resume && f.method.method == "full" ? run_files::model(f.out) : f.base);
+        r.model = std::move(ck.model);
+        r.tok = ck.tokenizer;
+        const GPTConfig& c = r.model->config;
+        using Dim = std::tuple<const char*, int64_t, int64_t>;   // flag, given, the loaded model's
+        for (auto [flag, given, has] : {Dim{"--n_layer", f.model.n_layer, c.n_layer}, Dim{"--n_head", f.model.n_head, c.n_head},
+                                        Dim{"--n_embd", f.model.n_embd, c.n_embd}})
+            ENGINE_CHECK(!cmd.count(flag) || given == has, ValueError, "{} {} cannot change a loaded model (it is {})", flag,
+                         given, c.to_json());
         if (cmd.count("--block")) {   // on a loaded model: the training sequence length (e.g. 256 of GPT-2's 1024)
-            ENGINE_CHECK(f.model.block_size <= model->config.block_size, ValueError,
-                         "--block {} is larger than the loaded model's block_size {}", f.model.block_size,
-                         model->config.block_size);
+            ENGINE_CHECK(f.model.block_size <= c.block_size, ValueError,
+                         "--block {} is larger than the loaded model's block_size {}", f.model.block_size, c.block_size);
             f.train.block = f.model.block_size;
         }
-        if (cmd.count("--dropout")) model->config.dropout = f.model.dropout;
+        if (cmd.count("--dropout")) r.model->config.dropout = f.model.dropout;
+        return;
+    }
+    r.text = std::make_unique<TextDataset>(r.data_path);
+    r.tok = r.text->tokenizer();
+    f.model.vocab_size = r.tok.vocab_size();
+    Rng init(f.common.seed);
+    r.model = std::make_unique<GPT>(f.model, init);
+}
+
+// The method of --method (nothing for full fine-tuning), attached to the model.
+void attach_method(const TrainFlags& f, const CLI::App& cmd, Run& r) {
+    r.peft = std::make_unique<PeftModel>(*r.model);
+    if (f.method.method == "full") return;
+    Rng mrng(f.common.seed + 7);
+    if (!f.resume_peft_config.is_null()) {   // a resumed run: the config it was started with
+        WarnContext in_file(run_files::optimizer(f.out));
+        r.peft->add("default", make_method(f.resume_peft_config, *r.model, mrng));
     } else {
-        text = std::make_unique<TextDataset>(path);
-        tok = text->tokenizer();
-        f.model.vocab_size = tok.vocab_size();
-        Rng init(f.common.seed);
-        model = std::make_unique<GPT>(f.model, init);
+        r.peft->add("default", f.method.make(cmd, r.tok, *r.model, mrng));
     }
+    r.method = r.peft->active();
+}
 
-    // ---- the method (or every parameter, for full fine-tuning)
-    model->gradient_checkpointing = f.gradient_checkpointing;
-    PeftModel peft(*model);
-    Method* method = nullptr;
-    if (f.method.method != "full") {
-        Rng mrng(f.common.seed + 7);
-        peft.add("default", f.method.make(cmd, tok, *model, mrng));
-        method = peft.active();
+// The dataset in the model's tokenizer (a task's examples must fit the room the method leaves).
+void open_data(Run& r) {
+    if (r.text) return;
+    const int64_t room = r.model->token_room(), taken = r.model->config.block_size - room;
+    if (is_task_file(r.data_path)) try {
+        r.task = std::make_unique<TaskDataset>(r.data_path, r.tok, room);
+    } catch (const ValueError& e) {
+        if (taken == 0) throw;
+        throw ValueError(fmt::format("{} (block_size {} minus {} virtual tokens leaves {}: lower --num_virtual_tokens)", e.what(),
+                                     r.model->config.block_size, taken, room));
     }
-    ParamList& trainable = method ? method->params : model->params;
-    if (!text && !task) {
-        if (task_data) {
-            const int64_t room = model->config.block_size - (model->hooks ? model->hooks->n_virtual() + model->hooks->n_prefix() : 0);
-            task = std::make_unique<TaskDataset>(path, tok, room);
-        } else {
-            text = std::make_unique<TextDataset>(path, tok);
-        }
+    else r.text = std::make_unique<TextDataset>(r.data_path, r.tok);
+}
+
+Run set_up(TrainFlags& f, const CLI::App& cmd) {
+    Run r;
+    r.data_path = resolve_dataset(f.data);
+    if (dist::size() > 1) {   // every rank reads the data itself: the same bytes?
+        const std::string bytes = read_file(r.data_path, size_t(kMaxDatasetBytes));
+        dist::check_same("the contents of the data file " + r.data_path,
+                         fmt::format("{:016x}", dist::hash_bytes(bytes.data(), bytes.size())));
     }
-    TrainData data{text.get(), task.get()};
-    Trainer trainer(*model, trainable, data, f.train);
+    load_or_build_model(f, cmd, r);
+    r.model->gradient_checkpointing = f.gradient_checkpointing;
+    attach_method(f, cmd, r);
+    open_data(r);
+    r.trainer = std::make_unique<Trainer>(*r.model, r.trainable(), TrainData{r.text.get(), r.task.get()}, f.train);
     if (f.resume) {
-        SafeTensors st = load_safetensors(state_file);
-        if (method) {   // the method's own tensors were saved beside the optimizer state
-            std::map<std::string, Tensor> mine;
-            for (auto& [k, t] : st.tensors) if (k.rfind("train.param.", 0) == 0) mine[k.substr(12)] = t;
-            method->Method::load_state(mine, state_file);
-        }
-        std::map<std::string, Tensor> opt;
-        for (auto& [k, t] : st.tensors) if (k.rfind("optim.", 0) == 0) opt[k] = t;
-        trainer.restore(st.metadata, opt);
-        fmt::print("resumed from {} at step {}\n", state_file, trainer.step());
+        ENGINE_CHECK(read_run_state(f.out).exists, ValueError, "--resume: {} holds no run to continue", f.out);
+        load_run(f.out, *r.trainer, r.method);
+        fmt::print("resumed from {} at step {}\n", run_files::optimizer(f.out), r.trainer->step());
     }
+    return r;
+}
 
-    // ---- say what will happen
-    nlohmann::json resolved = {{"data", path}, {"out", f.out}, {"method", f.method.method},
-                               {"model", nlohmann::json::parse(model->config.to_json())},
-                               {"steps", f.train.steps}, {"batch", f.train.batch}, {"block", trainer.block()},
-                               {"ranks", dist::size()}, {"global_batch", f.train.batch * dist::size() * f.train.grad_accum},
-                               {"data_streams", f.train.data_streams},
-                               {"grad_accum", f.train.grad_accum}, {"lr", f.train.lr}, {"min_lr", f.train.min_lr},
-                               {"warmup", f.train.warmup}, {"weight_decay", f.train.weight_decay},
-                               {"grad_clip", f.train.grad_clip}, {"eval_every", f.train.eval_every},
-                               {"seed", f.common.seed}};
-    if (method) resolved["peft_config"] = method->config_json();
-    dist::check_same("the settings", resolved.dump());
+// A float as the shortest decimal that reads back as it (0.001, not 0.0010000000474974513).
+double shortest(float x) { return std::strtod(fmt::format("{}", x).c_str(), nullptr); }
+
+std::string canonical(const std::string& path) {
+    std::error_code ec;
+    const fs::path p = fs::weakly_canonical(path, ec);
+    return ec ? path : p.string();
+}
+
+// The settings a run is started with, keys named like the flags: recorded in the run folder,
+// kept and checked by --resume. Two are over all MPI ranks, so that a run may continue with
+// another number of processes: batch_all_ranks (--batch × ranks) and data_streams_all_ranks
+// (--data_streams × ranks).
+nlohmann::json run_settings(const TrainFlags& f) {
+    nlohmann::json j = {{"data", canonical(resolve_dataset(f.data))}, {"base", f.base.empty() ? "" : canonical(f.base)},
+                        {"method", f.method.method}, {"steps", f.train.steps},
+                        {"batch_all_ranks", f.train.batch * dist::size()},
+                        {"data_streams_all_ranks", f.train.data_streams * dist::size()},
+                        {"grad_accum", f.train.grad_accum}, {"lr", shortest(f.train.lr)}, {"min_lr", shortest(f.train.min_lr)},
+                        {"warmup", f.train.warmup}, {"weight_decay", shortest(f.train.weight_decay)},
+                        {"grad_clip", shortest(f.train.grad_clip)}, {"eval_every", f.train.eval_every},
+                        {"eval_iters", f.train.eval_iters}, {"seed", f.common.seed}, {"dropout", shortest(f.model.dropout)},
+                        {"skip_nonfinite", f.train.skip_nonfinite}};
+    return j;
+}
+
+// The resolved settings, the model's size and what trains.
+void print_plan(const TrainFlags& f, Run& r) {
+    nlohmann::json resolved = run_settings(f);
+    resolved["data"] = r.data_path;
+    resolved["out"] = f.out;
+    resolved["model"] = nlohmann::json::parse(r.model->config.to_json());
+    resolved["block"] = r.trainer->block();
+    resolved["threads"] = num_threads();
+    resolved["batch"] = f.train.batch;
+    resolved["data_streams"] = f.train.data_streams;
+    resolved["ranks"] = dist::size();
+    resolved["gradient_checkpointing"] = f.gradient_checkpointing;
+    if (r.method) resolved["peft_config"] = r.method->config_json();
+    nlohmann::json same = resolved;   // what every rank must agree on (threads may differ)
+    same.erase("threads");
+    dist::check_same("the settings", same.dump());
     fmt::print("config: {}\n", resolved.dump());
-    fmt::print("model: {} parameters, vocabulary {} ({})\n", model->params.count(), tok.vocab_size(),
-               tok.kind() == Tokenizer::Kind::Char ? "characters" : tok.kind() == Tokenizer::Kind::Byte ? "bytes" : "BPE tokens");
-    fmt::print("{}\n", trainable_line(*model, method));
-    double acc_before = NAN, acc_after = NAN;
-    if (task) {
-        acc_before = greedy_exact_match(*model, *task, Split::Val, f.accuracy_examples);
-        fmt::print("task accuracy before: {:.1f}% (exact match, {} validation examples)\n", 100 * acc_before,
-                   std::min<int64_t>(f.accuracy_examples, task->size(Split::Val)));
-    }
-    // A task's sample is the greedy answer to a validation prompt, as many tokens as the expected
-    // one, shown beside it: what the exact-match accuracy counts. Text data gets a continuation
-    // sampled at temperature 0.8.
-    auto print_sample = [&](const char* when) {
-        if (f.samples <= 0 || !writer) return;
-        if (!task)
-            return fmt::print("sample {}: {}{}\n", when, f.prompt, sample_text(*model, tok, f.prompt, f.samples, f.common.seed));
-        const TaskDataset::Example& ex = task->examples(Split::Val).front();
-        Rng rng(f.common.seed);
-        const std::vector<int32_t> ids = tok.encode(ex.prompt);
-        const std::vector<int32_t> out = model->generate(ids, int64_t(ex.tokens.size()) - ex.prompt_len, 0.f, 0, rng);
-        fmt::print("sample {} (greedy): {}{}   (expected{})\n", when, ex.prompt,
-                   tok.decode(std::vector<int32_t>(out.begin() + int64_t(ids.size()), out.end())), ex.answer);
-    };
-    print_sample("before");
+    fmt::print("model: {} parameters, vocabulary {} ({})\n", r.model->params.count(), r.tok.vocab_size(),
+               r.tok.kind() == Tokenizer::Kind::Char   ? "characters"
+               : r.tok.kind() == Tokenizer::Kind::Byte ? "bytes"
+                                                       : "BPE tokens");
+    fmt::print("{}\n", trainable_line(*r.model, r.method));
+    if (f.train.steps > 0 && f.train.warmup >= f.train.steps)
+        fmt::print("note: the warmup of {} steps covers the whole run of {}: the learning rate never reaches --lr {}\n",
+                   f.train.warmup, f.train.steps, shortest(f.train.lr));
+}
 
-    // ---- train, logging every step, checkpointing at every validation
-    std::ofstream csv;
-    if (writer) csv.open(f.out + "/log.csv", f.resume ? std::ios::app : std::ios::trunc);
-    if (!f.resume) csv << "step,train_loss,val_loss,lr,tokens_per_s\n";
-    std::vector<std::pair<double, double>> train_pts, val_pts;
+double task_accuracy(const TrainFlags& f, Run& r) {
+    return r.task ? greedy_exact_match(*r.model, *r.task, Split::Val, f.accuracy_examples) : NAN;
+}
+
+// A task's sample is the greedy answer to a validation prompt, as many tokens as the expected
+// one, shown beside it: what the exact-match accuracy counts. Text data gets a continuation
+// sampled at temperature 0.8.
+void print_sample(const TrainFlags& f, Run& r, const char* when) {
+    if (f.samples <= 0 || dist::rank() != 0) return;
+    if (!r.task) {
+        // Default prompt: a newline, or the vocabulary's first symbol for a corpus without one.
+        std::string prompt = f.prompt.empty() ? "\n" : f.prompt;
+        if (f.prompt.empty()) try { r.tok.encode(prompt); } catch (const ValueError&) { prompt = r.tok.decode({0}); }
+        return fmt::print("sample {}: {}{}\n", when, prompt, sample_text(*r.model, r.tok, prompt, f.samples, f.common.seed));
+    }
+    const TaskDataset::Example& ex = r.task->examples(Split::Val).front();
+    Rng rng(f.common.seed);
+    const std::vector<int32_t> ids = r.tok.encode(ex.prompt);
+    const std::vector<int32_t> out = r.model->generate(ids, int64_t(ex.tokens.size()) - ex.prompt_len, 0.f, 0, rng);
+    fmt::print("sample {} (greedy): {}{}   (expected{})\n", when, ex.prompt,
+               r.tok.decode(std::vector<int32_t>(out.begin() + int64_t(ids.size()), out.end())), ex.answer);
+}
+
+nlohmann::json with_config(nlohmann::json settings, const Run& r) {
+    if (r.method) {   // as adapter_config.json holds it, so a resume can rebuild the method
+        settings["peft_config"] = r.method->config_json();
+        settings["peft_config"]["peft_type"] = r.method->peft_type();
+    }
+    return settings;
+}
+
+// Trains to --steps, logging every step (log.csv, a progress line) and saving the run and the
+// loss plot at every validation. Returns the last row and every step's wall time.
+// Every step's wall time, tokens/s and all-reduce time (medians go into --json).
+struct StepTimes {
+    std::vector<double> ms, tokens_per_s, allreduce_ms;
+};
+
+std::pair<LogRow, StepTimes> train_logged(const TrainFlags& f, Run& r) {
+    RunLog log(f.out, f.resume ? r.trainer->step() : -1);
+    const nlohmann::json settings = run_settings(f);
+    const std::string title = fmt::format("loss: {} ({})", f.out, f.method.method);
     const bool tty = stdout_is_terminal();
     const auto t0 = std::chrono::steady_clock::now();
-    const int64_t first = trainer.step();
+    const int64_t first = r.trainer->step();
     const int64_t every = std::max<int64_t>(1, f.train.steps / 20);
-    auto save_all = [&]() {
-        check_replicas(trainable, trainer.optimizer(), fmt::format("at step {}", trainer.step()));
-        std::map<std::string, std::string> meta = trainer.state_metadata();   // gathers every rank's streams
-        if (!writer) return;
-        NamedTensors state = trainer.optimizer_tensors();
-        if (method)
-            for (const Param& p : method->params.all()) state.push_back({"train.param." + p.name, p.tensor});
-        save_safetensors(state_file, state, meta);
-        if (method) save_adapter(f.out, *method, *model);
-        else save_checkpoint(own_ckpt, *model, tok, meta);
-    };
     LogRow last;
-    std::vector<double> step_ms, step_tps, comm_ms;
-    trainer.run(
-        [&](const LogRow& r) {
-            last = r;
-            step_ms.push_back(r.ms);
-            step_tps.push_back(r.tokens_per_s);
-            comm_ms.push_back(r.allreduce_ms);
-            csv << fmt::format("{},{:.6f},{},{:.6g},{:.1f}\n", r.step + 1, r.train_loss,
-                               std::isnan(r.val_loss) ? std::string() : fmt::format("{:.6f}", r.val_loss), r.lr, r.tokens_per_s);
-            train_pts.push_back({double(r.step + 1), r.train_loss});
-            if (!std::isnan(r.val_loss)) val_pts.push_back({double(r.step + 1), r.val_loss});
+    StepTimes times;
+    r.trainer->run(
+        [&](const LogRow& row) {
+            last = row;
+            times.ms.push_back(row.ms);
+            times.tokens_per_s.push_back(row.tokens_per_s);
+            times.allreduce_ms.push_back(row.allreduce_ms);
+            log.add(row);
             const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-            const double eta = el / double(r.step + 1 - first) * double(f.train.steps - r.step - 1);
+            const double eta = el / double(row.step + 1 - first) * double(f.train.steps - row.step - 1);
             std::string line = fmt::format("step {}/{} | loss {:.4f}{} | lr {:.2e} | {:.0f} tok/s{} | ETA {:.0f}s",
-                                           r.step + 1, f.train.steps, r.train_loss,
-                                           std::isnan(r.val_loss) ? "" : fmt::format(" | val {:.4f}", r.val_loss), r.lr,
-                                           r.tokens_per_s,
-                                           dist::size() > 1 ? fmt::format(" | all-reduce {} {:.2f} ms", human_bytes(r.allreduce_bytes),
-                                                                          r.allreduce_ms) : "",
+                                           row.step + 1, f.train.steps, row.train_loss,
+                                           std::isnan(row.val_loss) ? "" : fmt::format(" | val {:.4f}", row.val_loss), row.lr,
+                                           row.tokens_per_s,
+                                           dist::size() > 1 ? fmt::format(" | all-reduce {} {:.2f} ms", human_bytes(row.allreduce_bytes),
+                                                                          row.allreduce_ms)
+                                                            : "",
                                            eta);
-            if (tty) fmt::print("\r{:<100}{}", line, std::isnan(r.val_loss) ? "" : "\n");
-            else if ((r.step + 1) % every == 0 || !std::isnan(r.val_loss)) fmt::print("{}\n", line);
+            if (tty) fmt::print("\r{:<100}{}", line, std::isnan(row.val_loss) ? "" : "\n");
+            else if ((row.step + 1) % every == 0 || !std::isnan(row.val_loss)) fmt::print("{}\n", line);
             std::fflush(stdout);
         },
         [&](const LogRow&) {
-            csv.flush();
-            save_all();
-            if (writer) atomic_write_file(f.out + "/loss.svg",
-                              line_chart_svg("loss", "step", "cross-entropy", {{"train", train_pts}, {"val", val_pts}}));
+            log.flush();
+            save_run(f.out, *r.trainer, *r.model, r.tok, r.method, with_config(settings, r));
+            if (dist::rank() == 0)
+                atomic_write_file(f.out + "/loss.svg", line_chart_svg(title, "step", "cross-entropy",
+                                                                  {{"train", log.train_points()}, {"val", log.val_points()}}));
         });
-    if (trainer.step() == first) save_all();   // nothing to train (resumed at the end): still leave the files
+    if (r.trainer->step() == first)   // nothing to train: still leave the files
+        save_run(f.out, *r.trainer, *r.model, r.tok, r.method, with_config(settings, r));
+    return {last, times};
+}
 
-    // ---- what it learned, and where memory went
-    if (task) {
-        acc_after = greedy_exact_match(*model, *task, Split::Val, f.accuracy_examples);
+// What it learned, where memory went, what was written (and --json's one line).
+void report(const TrainFlags& f, Run& r, double acc_before, const LogRow& last, const StepTimes& times) {
+    double acc_after = NAN;
+    if (r.task) {
+        acc_after = task_accuracy(f, r);
         fmt::print("task accuracy after: {:.1f}% (before: {:.1f}%)\n", 100 * acc_after, 100 * acc_before);
     }
-    print_sample("after");
+    print_sample(f, r, "after");
     const MemStats ms = mem_stats();
     fmt::print("{}\n", memory_table(ms));
-    if (method) {
-        const int64_t n = model->params.count();
+    const int64_t n = r.model->params.count();
+    if (r.method)
         fmt::print("full fine-tuning of this model would need: grads {}, optimizer {} (4 and 8 bytes per parameter)\n",
                    mib(4 * n), mib(8 * n));
-    }
-    fmt::print("wrote {}/{}, log.csv, loss.svg\n", f.out, method ? "adapter_config.json, adapter_model.safetensors" : "model.safetensors");
+    fmt::print("wrote {}/{}, optimizer.safetensors, log.csv{}\n", f.out,
+               r.method ? "adapter_config.json, adapter_model.safetensors" : "model.safetensors",
+               std::ifstream(f.out + "/loss.svg").good() ? ", loss.svg" : "");
     int64_t saved_bytes = 0;
-    for (const char* name : {"/adapter_model.safetensors", "/model.safetensors"}) {
+    for (const std::string& file : {run_files::adapter_weights(f.out), run_files::model(f.out)}) {
         struct stat st{};
-        if (saved_bytes == 0 && stat((f.out + name).c_str(), &st) == 0) saved_bytes = int64_t(st.st_size);
+        if (saved_bytes == 0 && stat(file.c_str(), &st) == 0) saved_bytes = int64_t(st.st_size);
     }
     fmt::print("saved file size: {}\n", human_bytes(saved_bytes));
-    if (f.json_out) {
-        auto median = [](std::vector<double> v) { std::sort(v.begin(), v.end()); return v.empty() ? 0.0 : v[v.size() / 2]; };
-        nlohmann::json j = {{"steps", trainer.step()}, {"train_loss", last.train_loss}, {"val_loss", last.val_loss},
-                            {"ms_per_step", median(step_ms)}, {"tokens_per_s", median(step_tps)},
-                            {"ranks", dist::size()}, {"global_batch", f.train.batch * dist::size() * f.train.grad_accum},
-                            {"allreduce_bytes_per_step", last.allreduce_bytes}, {"allreduce_ms_per_step", median(comm_ms)},
-                            {"saved_file_bytes", saved_bytes},
-                            {"expected_trainable_params", method ? method->expected_params(model->config) : model->params.count()},
-                            {"trainable_params", trainable.count(true)}, {"all_params", model->params.count() + (method ? method->params.count() : 0)},
-                            {"method", f.method.method}};
-        j.update(memory_json(ms));
-        if (task) { j["accuracy_before"] = acc_before; j["accuracy_after"] = acc_after; }
-        fmt::print("{}\n", j.dump());
+    if (!f.json_out) return;
+    auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v.empty() ? 0.0 : v[v.size() / 2];
+    };
+    nlohmann::json j = {{"steps", r.trainer->step()}, {"train_loss", last.train_loss}, {"val_loss", last.val_loss},
+                        {"ms_per_step", median(times.ms)}, {"tokens_per_s", median(times.tokens_per_s)},
+                        {"ranks", dist::size()}, {"global_batch", f.train.batch * dist::size() * f.train.grad_accum},
+                        {"allreduce_bytes_per_step", last.allreduce_bytes}, {"allreduce_ms_per_step", median(times.allreduce_ms)},
+                        {"saved_file_bytes", saved_bytes},
+                        {"expected_trainable_params", r.method ? r.method->expected_params(r.model->config) : n},
+                        {"trainable_params", r.trainable().count(true)}, {"all_params", n + (r.method ? r.method->params.count() : 0)},
+                        {"method", f.method.method}};
+    j.update(memory_json(ms));
+    if (r.task) { j["accuracy_before"] = acc_before; j["accuracy_after"] = acc_after; }
+    fmt::print("{}\n", j.dump());
+}
+
+// --resume: settings the command line leaves out are the run's own; one it gives must equal the
+// recorded value unless it is one a resume may change (kResumeMayChange).
+const char* const kResumeMayChange[] = {"steps", "eval_every", "eval_iters", "skip_nonfinite"};
+
+void continue_settings(TrainFlags& f, const CLI::App& cmd) {
+    const RunState rs = read_run_state(f.out);
+    ENGINE_CHECK(rs.exists, ValueError, "--resume: {} holds no run to continue", f.out);
+    // The method first: a folder of another method's run is named as such.
+    static const std::pair<const char*, const char*> kTypes[] = {{"LORA", "lora"}, {"IA3", "ia3"}, {"BOTTLENECK", "adapter"},
+                                                               {"PREFIX_TUNING", "prefix"}, {"PROMPT_TUNING", "prompt"},
+                                                               {"P_TUNING", "ptuning"}, {"FULL", "full"}};
+    std::string held = rs.settings.is_object() ? rs.settings.value("method", "") : "";
+    const std::string cfg_path = f.out + "/adapter_config.json";
+    if (held.empty() && std::ifstream(cfg_path).good()) {
+        const nlohmann::json c = nlohmann::json::parse(read_file(cfg_path, 1 << 20), nullptr, false);
+        for (const auto& [type, name] : kTypes)
+            if (c.is_object() && c.value("peft_type", "") == type) held = name;
+    }
+    if (held.empty() && std::ifstream(run_files::model(f.out)).good()) held = "full";
+    if (!held.empty() && held != f.method.method) {
+        std::string type = held;
+        for (const auto& [t, name] : kTypes)
+            if (name == held) type = t;
+        ENGINE_CHECK(!cmd.count("--method"), ValueError, "--resume: {} holds a {} run (--method {}), not --method {}", f.out,
+                     type, held, f.method.method);
+        f.method.method = held;
+    }
+    if (!rs.settings.is_object()) return;   // a run from before settings were recorded
+    const nlohmann::json now = run_settings(f);
+    auto may_change = [](const std::string& k) {
+        return std::find(std::begin(kResumeMayChange), std::end(kResumeMayChange), k) != std::end(kResumeMayChange);
+    };
+    // The flag behind a recorded key (the two per-rank ones name their product).
+    auto flag_of = [](const std::string& key) -> std::string {
+        if (key == "batch_all_ranks") return "batch";
+        if (key == "data_streams_all_ranks") return "data_streams";
+        return key;
+    };
+    const int64_t ranks = dist::size();
+    auto per_rank = [&](const std::string& key, const nlohmann::json& total) {
+        const int64_t t = total.get<int64_t>();
+        ENGINE_CHECK(t % ranks == 0, ValueError, "--resume: the run in {} has {} {}, which {} ranks cannot share equally", f.out,
+                     key == "batch_all_ranks" ? "a batch over all ranks of" : "data streams over all ranks:", t, ranks);
+        return t / ranks;
+    };
+    for (const auto& [key, was] : rs.settings.items()) {
+        if (key == "method" || key == "peft_config" || !now.contains(key)) continue;
+        const std::string flag = flag_of(key);
+        const bool given = key == "data" || (key == "base" ? !f.base.empty() : cmd.count("--" + flag) > 0);
+        if (given) {
+            const std::string what = flag == key ? fmt::format("--{} {}", key, now[key].dump())
+                                                 : fmt::format("--{} {} × {} rank(s) = {} {}", flag, now[key].get<int64_t>() / ranks,
+                                                               ranks, key, now[key].dump());
+            ENGINE_CHECK(now[key] == was || may_change(key), ValueError,
+                         "--resume: {} differs from the run in {} ({}); only --{} may change when resuming", what, f.out,
+                         was.dump(), fmt::join(kResumeMayChange, ", --"));
+            continue;
+        }
+        if (key == "base") f.base = was.get<std::string>();
+        else if (key == "steps") f.train.steps = was.get<int64_t>();
+        else if (key == "batch_all_ranks") f.train.batch = per_rank(key, was);
+        else if (key == "data_streams_all_ranks") f.train.data_streams = per_rank(key, was);
+        else if (key == "grad_accum") f.train.grad_accum = was.get<int64_t>();
+        else if (key == "lr") f.train.lr = was.get<float>();
+        else if (key == "min_lr") f.train.min_lr = was.get<float>();
+        else if (key == "warmup") f.train.warmup = was.get<int64_t>();
+        else if (key == "weight_decay") f.train.weight_decay = was.get<float>();
+        else if (key == "grad_clip") f.train.grad_clip = was.get<float>();
+        else if (key == "eval_every") f.train.eval_every = was.get<int64_t>();
+        else if (key == "eval_iters") f.train.eval_iters = was.get<int64_t>();
+        else if (key == "seed") f.common.seed = was.get<uint64_t>();
+        else if (key == "dropout") f.model.dropout = was.get<float>();
+        else if (key == "skip_nonfinite") f.train.skip_nonfinite = was.get<bool>();
+    }
+    // The method's options: the recorded config, which a given flag must not contradict.
+    if (rs.settings.contains("peft_config") && rs.settings["peft_config"].is_object()) {
+        const nlohmann::json& cfg = rs.settings["peft_config"];
+        const nlohmann::json asked = f.method.to_config(cmd, Tokenizer::bytes());
+        for (const auto& [key, value] : asked.items())
+            ENGINE_CHECK(!cmd.get_option_no_throw("--" + key) || !cmd.count("--" + key) || !cfg.contains(key) || cfg[key] == value,
+                         ValueError,
+                         "--resume: --{} {} differs from the run in {} ({}); only --{} may change when resuming", key,
+                         value.dump(), f.out, cfg[key].dump(), fmt::join(kResumeMayChange, ", --"));
+        f.resume_peft_config = cfg;
+    }
+}
+
+// Each method's own learning rate and steps when fine-tuning (train/defaults.h); a warmup that
+// scales with the run.
+void apply_defaults(TrainFlags& f, const CLI::App& cmd) {
+    if (f.resume) return;   // the run's own settings (continue_settings)
+    if (!f.base.empty()) {
+        const MethodDefaults& d = method_defaults(f.method.method);
+        if (!cmd.count("--lr")) f.train.lr = float(d.lr);
+        if (!cmd.count("--steps")) f.train.steps = d.steps;
+    }
+    if (!cmd.count("--warmup")) f.train.warmup = default_warmup(f.train.steps);
+}
+
+// Nothing this command reads is written over: not the base model, the data or a config; a
+// fine-tune never writes into its base's folder; a folder holding a run needs --resume (to
+// continue it) or --overwrite (to replace it).
+void check_outputs(const TrainFlags& f) {
+    const std::string out = canonical(f.out);
+    if (!f.base.empty()) {
+        const std::string base = canonical(f.base);
+        ENGINE_CHECK(fs::path(base).parent_path() != fs::path(out), ValueError,
+                     "--out {} is the folder of --base {}: a fine-tune never writes into its base's folder (choose another --out)",
+                     f.out, f.base);
+    }
+    for (const std::string& written : {run_files::model(out), run_files::optimizer(out), run_files::adapter_weights(out),
+                                       out + "/adapter_config.json", run_files::log(out), out + "/loss.svg"})
+        for (const std::string& input : {f.base, resolve_dataset(f.data), f.method.method_config})
+            ENGINE_CHECK(input.empty() || canonical(input) != written, ValueError,
+                         "--out {} would write over {}, an input of this command", f.out, input);
+    if (f.resume || f.overwrite) return;
+    const std::vector<std::string> held = run_files::present(f.out);
+    ENGINE_CHECK(held.empty(), ValueError,
+                 "--out {} already holds a run ({}): continue it with --resume, or replace it with --overwrite", f.out,
+                 fmt::join(held, ", "));
+}
+
+void run_train(TrainFlags& f, const CLI::App& cmd) {
+    f.common.apply();
+    ENGINE_CHECK(!(f.resume && f.overwrite), ValueError, "--resume continues the run in --out, --overwrite replaces it: choose one");
+    if (f.resume) continue_settings(f, cmd);
+    apply_defaults(f, cmd);
+    f.train.seed = f.common.seed;
+    f.train.validate();
+    check_outputs(f);
+    const bool writer = dist::rank() == 0;   // under MPI only rank 0 writes files
+    const bool created = writer && !fs::exists(f.out);
+    try {
+        if (writer) ensure_dir(f.out);
+        Run r = set_up(f, cmd);
+        print_plan(f, r);
+        const double acc_before = task_accuracy(f, r);
+        if (r.task)
+            fmt::print("task accuracy before: {:.1f}% (exact match, {} validation examples)\n", 100 * acc_before,
+                       std::min<int64_t>(f.accuracy_examples, r.task->size(Split::Val)));
+        print_sample(f, r, "before");
+        auto [last, times] = train_logged(f, r);
+        report(f, r, acc_before, last, times);
+    } catch (...) {
+        std::error_code ec;
+        if (created) fs::remove(f.out, ec);   // only when still empty: a failed start leaves no folder behind
+        throw;
     }
 }
 
@@ -256,22 +478,25 @@ void add_train_command(CLI::App& app) {
     cmd->add_option("--data", f->data, "dataset name (stories, add, reverse, dates) or a file path")->required();
     cmd->add_option("--out", f->out, "output folder")->required();
     cmd->add_option("--base", f->base, "base checkpoint or Hugging Face GPT-2 folder to fine-tune");
-    cmd->add_flag("--resume", f->resume, "continue the run in --out exactly where it stopped");
+    cmd->add_flag("--resume", f->resume, "continue the run in --out exactly where it stopped (its settings are kept; "
+                                         "--steps, --eval_every, --eval_iters, --skip_nonfinite may change)");
+    cmd->add_flag("--overwrite", f->overwrite, "replace the run already in --out");
     cmd->add_flag("--json", f->json_out, "print the final results as one JSON object on the last line");
     add_number(cmd, "--n_layer", f->model.n_layer, "transformer blocks", 1, 1024)->capture_default_str();
     add_number(cmd, "--n_head", f->model.n_head, "attention heads", 1, 1024)->capture_default_str();
     add_number(cmd, "--n_embd", f->model.n_embd, "width", 1, 1 << 16)->capture_default_str();
     add_number(cmd, "--block", f->model.block_size, "block size (longest sequence); with --base: the training sequence length", 1, 1 << 16)->capture_default_str();
     add_number(cmd, "--dropout", f->model.dropout, "dropout probability", 0.0, 0.99)->capture_default_str();
-    add_number(cmd, "--steps", f->train.steps, "optimizer steps", 0, 1 << 30)->capture_default_str();
+    add_number(cmd, "--steps", f->train.steps, "optimizer steps (default: 1000 to pretrain; fine-tuning: the method's own)", 0, 1 << 30);
     add_number(cmd, "--batch", f->train.batch, "sequences per micro-batch", 1, 1 << 16)->capture_default_str();
     add_number(cmd, "--data_streams", f->train.data_streams,
                "draw each batch as N equal parts from N example streams: the examples `mpirun -np N` takes with --batch/N per rank",
                1, 1 << 16)->capture_default_str();
     add_number(cmd, "--grad_accum", f->train.grad_accum, "micro-batches per step", 1, 1 << 16)->capture_default_str();
-    add_number(cmd, "--lr", f->train.lr, "peak learning rate", 1e-12, 10.0)->capture_default_str();
+    add_number(cmd, "--lr", f->train.lr, "peak learning rate (default: 0.001 to pretrain; fine-tuning: the method's own, "
+               "full 3e-4, lora 1e-2, ia3 0.3, adapter 1e-2, prefix 0.1, prompt 0.3, ptuning 1e-2)", 1e-12, 10.0);
     add_number(cmd, "--min_lr", f->train.min_lr, "final learning rate of the cosine decay", 0.0, 10.0)->capture_default_str();
-    add_number(cmd, "--warmup", f->train.warmup, "warmup steps", 0, 1 << 30)->capture_default_str();
+    add_number(cmd, "--warmup", f->train.warmup, "warmup steps (default: 50, at most a tenth of --steps)", 0, 1 << 30);
     add_number(cmd, "--weight_decay", f->train.weight_decay, "AdamW weight decay", 0.0, 10.0)->capture_default_str();
     add_number(cmd, "--grad_clip", f->train.grad_clip, "global-norm clipping (0 = off)", 0.0, 1e6)->capture_default_str();
     add_number(cmd, "--eval_every", f->train.eval_every, "validate and checkpoint every N steps", 0, 1 << 30)->capture_default_str();
@@ -280,7 +505,7 @@ void add_train_command(CLI::App& app) {
                   "keep only each block's input and run the block again in backward: less memory, one more forward");
     cmd->add_flag("--skip_nonfinite", f->train.skip_nonfinite, "skip a batch whose loss or gradient is NaN/Inf instead of stopping");
     add_number(cmd, "--samples", f->samples, "characters to sample before and after (a task shows one greedy answer instead; 0: none)", 0, 100000)->capture_default_str();
-    cmd->add_option("--prompt", f->prompt, "prompt for the samples (text data)");
+    cmd->add_option("--prompt", f->prompt, "prompt for the samples (text data; default: a newline, or the vocabulary's first symbol)");
     f->method.add(*cmd);
     cmd->callback([f, cmd]() { run_train(*f, *cmd); });
 }

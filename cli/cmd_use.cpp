@@ -3,16 +3,18 @@
 // --adapter DIR (several: the last is active).
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <sys/stat.h>
 #include "common.h"
 #include "engine/fileio.h"
 #include "engine/safetensors.h"
 #include "models/checkpoint.h"
 #include "models/hf_gpt2.h"
-#include "models/train.h"
+#include "train/trainer.h"
 #include "data/generate.h"
 #include "peft/mixed.h"
 #include "peft/peft.h"
+#include "train/run.h"
 
 namespace {
 
@@ -54,6 +56,24 @@ void add_model_flags(CLI::App* cmd, UseFlags& f, bool adapters = true) {
     if (adapters) cmd->add_option("--adapter", f.adapters, "adapter folder(s), or NAME=DIR; the last one is active");
 }
 
+// --out must not be, or resolve to, anything this command reads: the model, an adapter folder
+// or a file in one. Checked before loading, so a refusal changes nothing.
+void refuse_output_over_inputs(const UseFlags& f) {
+    namespace fs = std::filesystem;
+    auto canon = [](const std::string& p) {
+        std::error_code ec;
+        const fs::path c = fs::weakly_canonical(p, ec);
+        return ec ? fs::path(p) : c;
+    };
+    const fs::path out = canon(f.out);
+    std::vector<std::pair<std::string, fs::path>> inputs = {{f.model, canon(f.model)}};
+    for (const std::string& a : f.adapters)
+        for (const char* part : {"", "/adapter_config.json", "/adapter_model.safetensors"})
+            inputs.push_back({a + part, canon(a + part)});
+    for (const auto& [given, path] : inputs)
+        ENGINE_CHECK(out != path, ValueError, "--out {} is an input of this command ({}): write the result elsewhere", f.out, given);
+}
+
 // --adapter_names: one per prompt (or one for all), each a loaded adapter's name or __base__.
 void run_generate(UseFlags& f) {
     f.common.apply();
@@ -87,10 +107,9 @@ void run_eval(UseFlags& f) {
     if (!f.adapter_names.empty()) mix = std::make_unique<MixedBatch>(*l.peft, f.adapter_names, true);
     const std::string path = resolve_dataset(f.data);
     nlohmann::json j = {{"data", path}};
-    const int64_t room = m.config.block_size - (m.hooks ? m.hooks->n_virtual() + m.hooks->n_prefix() : 0);
     std::unique_ptr<TextDataset> text;
     std::unique_ptr<TaskDataset> task;
-    if (is_task_file(path)) task = std::make_unique<TaskDataset>(path, l.ck.tokenizer, room);
+    if (is_task_file(path)) task = std::make_unique<TaskDataset>(path, l.ck.tokenizer, m.token_room());
     else text = std::make_unique<TextDataset>(path, l.ck.tokenizer);
     TrainData data{text.get(), task.get()};
     j["val_loss"] = evaluate(m, data, f.batch, data_block(m, data, 0), f.eval_iters, f.common.seed);
@@ -104,6 +123,7 @@ void run_eval(UseFlags& f) {
 
 void run_forward(UseFlags& f) {
     f.common.apply();
+    refuse_output_over_inputs(f);
     Loaded l = load_model(f.model, f.adapters);
     std::vector<int32_t> ids = l.ck.tokenizer.encode(f.text);
     ENGINE_CHECK(!ids.empty(), ValueError, "--text is empty");
@@ -118,6 +138,7 @@ void run_forward(UseFlags& f) {
 void run_merge(UseFlags& f) {
     f.common.apply();
     ENGINE_CHECK(f.adapters.size() == 1, ValueError, "merge takes exactly one --adapter, got {}", f.adapters.size());
+    refuse_output_over_inputs(f);
     Loaded l = load_model(f.model, f.adapters);
     Method* m = l.peft->active();
     ENGINE_CHECK(m->can_merge(), ValueError, "{} adapters cannot be merged into the base weights (only LORA and IA3 can)",
@@ -252,17 +273,38 @@ void add_merge_command(CLI::App& app) {
 }
 
 void add_inspect_command(CLI::App& app) {
-    auto path = std::make_shared<std::string>();
+    auto f = std::make_shared<UseFlags>();
     CLI::App* cmd = app.add_subcommand("inspect", "show what a checkpoint or adapter folder holds");
-    cmd->add_option("path", *path, "a .safetensors file, an adapter folder or a Hugging Face GPT-2 folder")->required();
-    cmd->callback([path]() { run_inspect(*path); });
+    f->common.add(*cmd);
+    cmd->add_option("path", f->model, "a .safetensors file, an adapter folder or a Hugging Face GPT-2 folder")->required();
+    cmd->callback([f]() {
+        f->common.apply();
+        run_inspect(f->model);
+    });
+}
+
+// `peft status DIR`: one line saying whether DIR holds a run and whether it reached its last
+// step — "finished: step 1500 of 1500", "unfinished: step 250 of 1500", or "none".
+void add_status_command(CLI::App& app) {
+    auto dir = std::make_shared<std::string>();
+    CLI::App* cmd = app.add_subcommand("status", "say whether a run folder holds a finished or an unfinished run");
+    cmd->add_option("dir", *dir, "a run folder (--out of peft train)")->required();
+    cmd->callback([dir]() {
+        const RunState rs = read_run_state(*dir);
+        if (!rs.exists) return fmt::print("none\n");
+        if (rs.steps < 0) return fmt::print("unknown: step {} (the run did not record how many steps it planned)\n", rs.step);
+        fmt::print("{}: step {} of {}\n", rs.finished() ? "finished" : "unfinished", rs.step, rs.steps);
+    });
 }
 
 void add_gen_data_command(CLI::App& app) {
     auto dir = std::make_shared<std::string>("data");
+    auto common = std::make_shared<CommonFlags>();
     CLI::App* cmd = app.add_subcommand("gen-data", "regenerate the shipped toy datasets (deterministic)");
+    common->add(*cmd);
     cmd->add_option("dir", *dir, "folder to write corpus.txt and tasks/ into")->capture_default_str();
-    cmd->callback([dir]() {
+    cmd->callback([dir, common]() {
+        common->apply();
         write_shipped_datasets(*dir);
         fmt::print("wrote the shipped datasets into {}\n", *dir);
     });

@@ -92,7 +92,7 @@ static void apply_json_config(CLI::App& cmd, const std::string& file) {
 }
 
 void CommonFlags::add(CLI::App& cmd) {
-    add_number(&cmd, "--threads", threads, "threads for OpenMP and OpenBLAS (default: OMP_NUM_THREADS or all cores)", 1, 1024);
+    add_number(&cmd, "--threads", threads, "threads for OpenMP and OpenBLAS (default: OMP_NUM_THREADS, else the cores no other process is using; never more than the cores)", 1, 1024);
     add_number(&cmd, "--seed", seed, "random seed")->capture_default_str();
     cmd.add_flag("--reference_ops", reference_ops,
                  "run the plain versions of the fast ops (slow; the same results), as PEFT_REFERENCE_OPS=1 does");
@@ -101,13 +101,9 @@ void CommonFlags::add(CLI::App& cmd) {
         ->configurable(false);
 }
 
-// OpenMP threads wait for each other by spinning: when another program keeps a core busy, a
-// step can get many times slower. Say so once, with the two ways out. Busy means: in three
-// looks 2 ms apart, more processes were running than the cores our threads leave free (the
-// 4th field of /proc/loadavg counts the running ones, this one included).
-static void warn_if_busy() {
-    const int cores = int(std::thread::hardware_concurrency());
-    if (num_threads() < 2 || std::getenv("OMP_WAIT_POLICY")) return;
+// Processes running besides this one: the 4th field of /proc/loadavg counts the running ones,
+// this one included; the fewest of three looks 2 ms apart.
+static int other_running() {
     int others = INT_MAX;
     for (int look = 0; look < 3; look++) {
         int running = 0;
@@ -118,17 +114,22 @@ static void warn_if_busy() {
         others = std::min(others, running - 1);
         usleep(2000);
     }
-    if (others <= cores - num_threads()) return;
-    fmt::print(stderr,
-               "warning: {} other process(es) are using the CPU; {} threads that spin-wait for each other will be "
-               "slow and timings unsteady: use --threads 1, or OMP_WAIT_POLICY=passive\n",
-               others, num_threads());
+    return std::max(0, others);
 }
 
+// The thread count (engine/parallel.h, choose_threads): --threads, else OMP_NUM_THREADS, else
+// the free cores. Said on stderr when it is not what was asked, or not every core.
 void CommonFlags::apply() const {
-    if (threads > 0) set_num_threads(threads);
+    int requested = threads;
+    if (requested == 0)
+        if (const char* env = std::getenv("OMP_NUM_THREADS")) requested = std::max(0, std::atoi(env));
+    const int cores = int(std::thread::hardware_concurrency());
+    const bool spin = !std::getenv("OMP_WAIT_POLICY");   // passive waiting does not suffer from busy cores
+    std::string note;
+    const int n = choose_threads(requested, cores, spin && (requested == 0 || requested > 1) ? other_running() : 0, note);
+    set_num_threads(n);
     if (reference_ops) set_reference_ops(true);
-    warn_if_busy();
+    if (!note.empty()) fmt::print(stderr, "{}: {}\n", requested > 0 ? "warning" : "note", note);
 }
 
 std::string mib(int64_t b) { return fmt::format("{:.2f} MiB", double(b) / (1024.0 * 1024.0)); }

@@ -59,6 +59,7 @@ void add_compare_command(CLI::App& app);
 void add_combine_command(CLI::App& app);   // cli/cmd_combine.cpp
 void add_bench_mixed_command(CLI::App& app);   // cli/cmd_bench_mixed.cpp
 void add_tokenize_command(CLI::App& app);
+void add_status_command(CLI::App& app);
 
 std::string mib(int64_t bytes);            // "12.34 MiB"
 std::string human_bytes(int64_t bytes);    // "812 B", "14.2 KiB", "3.10 MiB"

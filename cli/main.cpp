@@ -1,5 +1,6 @@
 // cli/main.cpp — the one program: `peft <subcommand> [--flags]`. Library code throws; here
 // every error becomes one line "error: ..." and exit code 1 (2 for bad command lines).
+#include <algorithm>
 #include <cstdio>
 #include <thread>
 #include "common.h"
@@ -32,6 +33,52 @@ static void join_mpi_job(int argc, char** argv) {
     dist::check_same("the command line", args.dump());
 }
 
+// Edit distance (insertions, deletions, substitutions) between two flag names.
+static size_t edit_distance(const std::string& a, const std::string& b) {
+    std::vector<size_t> row(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); j++) row[j] = j;
+    for (size_t i = 1; i <= a.size(); i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= b.size(); j++) {
+            const size_t up = row[j];
+            row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+            diag = up;
+        }
+    }
+    return row[b.size()];
+}
+
+// "unknown flag --stepz (did you mean --steps?)" for arguments the command did not expect.
+static std::string unexpected_message(const CLI::App& app) {
+    const CLI::App* cmd = &app;
+    for (const CLI::App* sub : app.get_subcommands()) cmd = sub;
+    const std::string name = cmd == &app ? "peft" : "peft " + cmd->get_name();
+    std::vector<std::string> parts;
+    bool value_of_unknown = false;   // the word after an unknown flag is most likely its value
+    for (const std::string& arg : cmd->remaining()) {
+        if (arg.rfind("-", 0) != 0) {
+            if (!value_of_unknown) parts.push_back(fmt::format("unexpected argument '{}'", arg));
+            value_of_unknown = false;
+            continue;
+        }
+        value_of_unknown = arg.find('=') == std::string::npos;
+        const std::string flag = arg.substr(0, arg.find('='));
+        std::string best;
+        size_t best_d = 3;   // suggest within two edits
+        for (const CLI::Option* opt : cmd->get_options())
+            for (const std::string& l : opt->get_lnames()) {
+                const size_t d = edit_distance(flag, "--" + l);
+                if (d < best_d) best_d = d, best = "--" + l;
+            }
+        parts.push_back(best.empty() ? fmt::format("unknown flag {}", flag)
+                                     : fmt::format("unknown flag {} (did you mean {}?)", flag, best));
+    }
+    std::string msg = parts.empty() ? "unexpected arguments" : parts[0];
+    for (size_t i = 1; i < parts.size(); i++) msg += "; " + parts[i];
+    return msg + fmt::format("; see {} --help", name);
+}
+
 int main(int argc, char** argv) {
     CLI::App app{"peft.cpp: train GPT-style models and fine-tune them with LoRA, IA3, adapters, prefix, prompt and P-tuning"};
     app.require_subcommand(1);
@@ -49,11 +96,18 @@ int main(int argc, char** argv) {
     add_combine_command(app);
     add_bench_mixed_command(app);
     add_tokenize_command(app);
+    add_status_command(app);
     try {
         join_mpi_job(argc, argv);
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        return app.exit(e) == 0 ? 0 : 2;
+        if (e.get_exit_code() == 0) return app.exit(e);   // --help
+        // One line, like every other error (CLI11 alone adds "Run with --help for more information").
+        std::string msg = dynamic_cast<const CLI::ExtrasError*>(&e) ? unexpected_message(app) : std::string(e.what());
+        std::replace(msg.begin(), msg.end(), '\n', ' ');
+        std::fflush(stdout);
+        std::fprintf(stderr, "error: %s\n", msg.c_str());
+        return 2;
     } catch (const dist::MismatchError& e) {   // every rank knows it: rank 0 says it, all leave in order
         std::fflush(stdout);
         if (dist::rank() == 0) std::fprintf(stderr, "error: %s\n", e.what());

@@ -1,5 +1,6 @@
 // cli/method_flags.cpp — from flags to an adapter_config.json object.
 #include "method_flags.h"
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include "common.h"
@@ -11,11 +12,11 @@ void MethodFlags::add(CLI::App& cmd) {
         ->check(CLI::IsMember({"full", "lora", "ia3", "adapter", "prefix", "prompt", "ptuning"}))->capture_default_str();
     cmd.add_option("--method_config", method_config, "adapter_config.json-style file with the method's options");
     auto* g = cmd.add_option_group("PEFT options", "named like the HF PEFT config fields");
-    add_number(g, "--r", r, "LoRA rank", 1, 1 << 16);
-    add_number(g, "--lora_alpha", lora_alpha, "LoRA scaling numerator (scale = alpha / r)");
-    add_number(g, "--lora_dropout", lora_dropout, "dropout on the LoRA branch", 0.0, 0.99);
+    add_number(g, "--r", r, "LoRA rank", 1, 1 << 16)->capture_default_str();
+    add_number(g, "--lora_alpha", lora_alpha, "LoRA scaling numerator (scale = alpha / r)")->capture_default_str();
+    add_number(g, "--lora_dropout", lora_dropout, "dropout on the LoRA branch", 0.0, 0.99)->capture_default_str();
     g->add_flag("--use_rslora", use_rslora, "scale by alpha / sqrt(r)");
-    g->add_option("--target_modules", target_modules, "module names, e.g. q_proj v_proj")->delimiter(',');
+    g->add_option("--target_modules", target_modules, "module names (default: LoRA q_proj,v_proj; IA3 k_proj,v_proj,fc_out)")->delimiter(',');
     g->add_option("--layers_to_transform", layers_to_transform, "LoRA: only these blocks, e.g. 2,3")
         ->delimiter(',')
         ->transform(CLI::Validator([](std::string& text) { return strict_number(text, int64_t(0), int64_t(1) << 20); },
@@ -36,8 +37,34 @@ void MethodFlags::add(CLI::App& cmd) {
     g->add_option("--prompt_tuning_init_text", prompt_tuning_init_text, "prompt tuning: text whose embeddings start the prompt");
 }
 
+// The methods that read each PEFT option; any other --method refuses it by name. A new
+// method's flags are a row here.
+static const std::vector<std::pair<std::string, std::vector<std::string>>>& flag_owners() {
+    static const std::vector<std::pair<std::string, std::vector<std::string>>> owners = {
+        {"--r", {"lora"}}, {"--lora_alpha", {"lora"}}, {"--lora_dropout", {"lora"}}, {"--use_rslora", {"lora"}},
+        {"--target_modules", {"lora", "ia3"}}, {"--feedforward_modules", {"ia3"}},
+        {"--placement", {"adapter"}}, {"--bottleneck_size", {"adapter"}}, {"--reduction_factor", {"adapter"}},
+        {"--non_linearity", {"adapter"}},
+        {"--num_virtual_tokens", {"prefix", "prompt", "ptuning"}}, {"--prefix_projection", {"prefix"}},
+        {"--encoder_hidden_size", {"prefix", "ptuning"}}, {"--encoder_num_layers", {"ptuning"}},
+        {"--encoder_reparameterization_type", {"ptuning"}},
+        {"--prompt_tuning_init", {"prompt"}}, {"--prompt_tuning_init_text", {"prompt"}},
+        {"--method_config", {"lora", "ia3", "adapter", "prefix", "prompt", "ptuning"}},
+    };
+    return owners;
+}
+
+void MethodFlags::check_flags_belong(const CLI::App& cmd) const {
+    for (const auto& [flag, methods] : flag_owners()) {
+        if (!cmd.count(flag) || std::find(methods.begin(), methods.end(), method) != methods.end()) continue;
+        throw ValueError(fmt::format("{} is an option of --method {}; --method {} does not use it", flag,
+                                     fmt::join(methods, " or "), method));
+    }
+}
+
 nlohmann::json MethodFlags::to_config(const CLI::App& cmd, const Tokenizer& tok) const {
     using json = nlohmann::json;
+    check_flags_belong(cmd);
     if (method == "full") return json::object();
     json c = json::object();
     if (!method_config.empty()) {

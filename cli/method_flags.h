@@ -22,6 +22,9 @@ struct MethodFlags {
     std::string prompt_tuning_init = "RANDOM", prompt_tuning_init_text, encoder_reparameterization_type = "MLP";
 
     void add(CLI::App& cmd);
+    // ValueError when the command line gives an option --method does not read, naming the
+    // method(s) it belongs to.
+    void check_flags_belong(const CLI::App& cmd) const;
     // The adapter_config.json object for --method (HF field names), from the flags the user set
     // (and --method_config); "full" gives an empty object. Unknown method -> ValueError.
     nlohmann::json to_config(const CLI::App& cmd, const Tokenizer& tok) const;

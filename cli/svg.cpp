@@ -6,7 +6,7 @@
 
 namespace {
 const char* kColors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
-const double W = 720, H = 420, L = 70, R = 170, Tm = 40, Bm = 50;   // size and margins
+const double W = 720, H = 440, L = 70, R = 170, Tm = 40, Bm = 70;   // size and margins
 
 std::string esc(const std::string& s) {
     std::string o;
@@ -50,8 +50,11 @@ std::string line_chart_svg(const std::string& title, const std::string& xlabel, 
     if (y1 == y0) y1 = y0 + 1;
     std::string out = header(title, ylabel) + axes(y0, y1) + legend(series);
     out += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", (W - R + L) / 2, H - 12, esc(xlabel));
-    out += fmt::format("<text x=\"{}\" y=\"{}\">{:.6g}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{:.6g}</text>\n", L,
-                       H - Bm + 16, x0, W - R, H - Bm + 16, x1);
+    for (int i = 0; i <= 4; i++) {   // five ticks along x, as along y
+        const double v = x0 + (x1 - x0) * i / 4, x = L + (W - L - R) * i / 4;
+        out += fmt::format("<text class=\"xtick\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">{:.6g}</text>\n", x, H - Bm + 16, v);
+        out += fmt::format("<line x1=\"{}\" x2=\"{}\" y1=\"{}\" y2=\"{}\" stroke=\"#444\"/>\n", x, x, H - Bm, H - Bm + 4);
+    }
     for (size_t i = 0; i < series.size(); i++) {
         std::string pts;
         for (auto& [x, y] : series[i].points)
@@ -72,8 +75,9 @@ std::string bar_chart_svg(const std::string& title, const std::string& ylabel, c
     const double group = (W - L - R) / double(std::max<size_t>(1, labels.size()));
     const double bar = group * 0.8 / double(std::max<size_t>(1, series.size()));
     for (size_t g = 0; g < labels.size(); g++) {
-        out += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"10\">{}</text>\n", L + group * (g + 0.5),
-                           H - Bm + 14, esc(labels[g]));
+        const double x = L + group * (g + 0.5), y = H - Bm + 12;   // slanted, so long labels do not overlap
+        out += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"end\" font-size=\"10\" transform=\"rotate(-30 {} {})\">{}</text>\n",
+                           x, y, x, y, esc(labels[g]));
         for (size_t i = 0; i < series.size(); i++) {
             double v = g < series[i].points.size() ? series[i].points[g].second : 0;
             if (!std::isfinite(v)) v = 0;

@@ -8,6 +8,7 @@
 #include <fstream>
 #include "data/generate.h"
 #include "engine/check.h"
+#include "engine/fileio.h"
 
 namespace fs = std::filesystem;
 
@@ -29,17 +30,14 @@ std::string read_text_file(const std::string& path) {
     const fs::file_status st = fs::status(path, ec);
     ENGINE_CHECK(fs::exists(st), FileError, "dataset '{}' not found", path);
     ENGINE_CHECK(!fs::is_directory(st), FileError, "dataset '{}' is a directory, not a text file", path);
-    ENGINE_CHECK(fs::is_regular_file(st), FileError, "dataset '{}' is not a regular file", path);
-    const uintmax_t bytes = fs::file_size(path, ec);
-    ENGINE_CHECK(!ec, FileError, "cannot read dataset '{}': {}", path, ec.message());
-    check_size(bytes, path);   // before allocating
-
-    std::ifstream f(path, std::ios::binary);
-    ENGINE_CHECK(f.is_open(), FileError, "cannot open dataset '{}': {}", path, std::strerror(errno));
-    std::string text(size_t(bytes), '\0');
-    f.read(&text[0], std::streamsize(bytes));
-    ENGINE_CHECK(f.gcount() == std::streamsize(bytes), FileError, "cannot read dataset '{}': got {} of {} bytes",
-                 path, f.gcount(), bytes);
+    const uintmax_t bytes = fs::is_regular_file(st) ? fs::file_size(path, ec) : 0;
+    if (!ec && bytes > 0) check_size(bytes, path);   // too large: said before reading
+    std::string text;
+    try {   // bounded and regular files only (engine/fileio.h); a /proc file says size 0 but is read whole
+        text = read_file(path, size_t(kMaxDatasetBytes));
+    } catch (const FileError& e) {
+        throw FileError(fmt::format("dataset {}", e.what()));
+    }
     check_text(text, path);
     return text;
 }
@@ -161,15 +159,19 @@ TaskDataset::TaskDataset(std::string name, const std::string& text, const Tokeni
         const int64_t row = int64_t(ex.tokens.size()) - 1;
         ENGINE_CHECK(block_size == 0 || row <= block_size, ValueError,
                      "task file '{}' line {}: prompt+answer is {} tokens, a training row of {}, longer than "
-                     "block_size {}",
+                     "the {} positions the model has for it",
                      path, line_no, row + 1, row, block_size);
         max_len_ = std::max(max_len_, row);
         all.push_back(std::move(ex));
     }
     ENGINE_CHECK(!all.empty(), FileError, "task file '{}' has no examples (only empty lines)", path);
 
-    // Example i is in val when the running count i·n_val/n steps up: n_val examples, evenly spread.
-    const int64_t n = int64_t(all.size()), n_val = int64_t(double(n) * val_fraction);
+    // Example i is in val when the running count i·n_val/n steps up: n_val examples, evenly spread;
+    // at least one when there is a validation split at all, so a short file still validates.
+    const int64_t n = int64_t(all.size());
+    ENGINE_CHECK(n >= 2 || val_fraction == 0, ValueError,
+                 "task file '{}' has 1 example: it needs at least 2 (one is held out for validation)", path);
+    const int64_t n_val = val_fraction > 0 ? std::max<int64_t>(1, int64_t(double(n) * val_fraction)) : 0;
     for (int64_t i = 0; i < n; i++)
         ((i + 1) * n_val / n > i * n_val / n ? val_ : train_).push_back(std::move(all[size_t(i)]));
 }

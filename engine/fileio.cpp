@@ -78,20 +78,34 @@ void atomic_write_file(const std::string& path, const std::string& bytes) {
     atomic_write_file(path, [&bytes](FileWriter& w) { w.write(bytes); });
 }
 
+// What a file that is not a regular one is, for the error message.
+static const char* file_kind(mode_t m) {
+    if (S_ISDIR(m)) return "a directory";
+    if (S_ISFIFO(m)) return "a FIFO (named pipe)";
+    if (S_ISCHR(m)) return "a character device";
+    if (S_ISBLK(m)) return "a block device";
+    if (S_ISSOCK(m)) return "a socket";
+    return "not a regular file";
+}
+
 std::string read_file(const std::string& path, size_t max_bytes) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below). open follows
+    // links, so the checks are on the file a link points to.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) throw sys_error(path, "cannot open", errno);
     struct Closer { int fd; ~Closer() { ::close(fd); } } closer{fd};
     struct stat st;
     if (::fstat(fd, &st) != 0) throw sys_error(path, "cannot stat", errno);
     ENGINE_CHECK(!S_ISDIR(st.st_mode), FileError, "{}: is a directory, not a file", path);
-    const bool regular = S_ISREG(st.st_mode);
-    ENGINE_CHECK(!regular || uint64_t(st.st_size) <= max_bytes, FileError,
-                 "{}: file too large ({} bytes; the limit is {})", path, int64_t(st.st_size), max_bytes);
+    ENGINE_CHECK(S_ISREG(st.st_mode), FileError, "{}: is {}, not a regular file: only regular files are read", path,
+                 file_kind(st.st_mode));
+    ENGINE_CHECK(uint64_t(st.st_size) <= max_bytes, FileError, "{}: file too large ({} bytes; the limit is {})", path,
+                 int64_t(st.st_size), max_bytes);
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     std::string out;
-    if (regular) out.reserve(size_t(st.st_size));
+    out.reserve(size_t(st.st_size));
     char buf[1 << 16];
-    for (;;) {   // pipes and devices have no size up front: stop once past the limit
+    for (;;) {   // to the end, never past the limit: /proc files say size 0, and a file may grow meanwhile
         const ssize_t n = ::read(fd, buf, sizeof buf);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) throw sys_error(path, "read failed", errno);

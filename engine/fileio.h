@@ -31,8 +31,11 @@ private:
 void atomic_write_file(const std::string& path, const std::function<void(FileWriter&)>& fill);
 void atomic_write_file(const std::string& path, const std::string& bytes);
 
-// The whole file. Throws FileError naming the path if it is missing, a directory, unreadable,
-// or longer than max_bytes (checked before reading a regular file, while reading anything else).
+// The whole file. Throws FileError naming the path if it is missing, unreadable, not a regular
+// file after following links (a directory, FIFO, device or socket: refused before reading, so
+// /dev/zero or a pipe can never hang the program), or longer than max_bytes (checked from its
+// size before reading, and again while reading). Each kind of file has its own limit (e.g.
+// kMaxDatasetBytes, 1 MiB for JSON configs).
 std::string read_file(const std::string& path, size_t max_bytes);
 
 // `mkdir -p`: creates the folder and its missing parents; FileError naming the path otherwise.

@@ -12,6 +12,14 @@
 // give each thread whole heads (Note [Attention: one head per thread]), and small GEMMs run as
 // two halves side by side (Note [Small GEMMs in two halves], engine/blas.cpp).
 #pragma once
+#include <string>
 
 void set_num_threads(int n);   // OpenMP and OpenBLAS together; default: OMP_NUM_THREADS or all cores
 int num_threads();
+
+// How many threads to use. requested: --threads or OMP_NUM_THREADS (0: neither given); cores:
+// the machine's; busy: other processes running right now. OpenMP threads spin-wait for each
+// other, so a thread without a core of its own slows every step many times over: by default
+// use the free cores (at least 1), and never more threads than cores. `note` says why when the
+// choice is not what was asked or not every core ("" otherwise).
+int choose_threads(int requested, int cores, int busy, std::string& note);

@@ -16,7 +16,7 @@ using json = nlohmann::json;
 
 static constexpr uint64_t kMaxHeaderBytes = 100000000;         // the reference's MAX_HEADER_SIZE
 static constexpr uint64_t kMaxDim = uint64_t(1) << 53;
-static constexpr size_t kMaxFileBytes = size_t(1) << 40;       // read_file's limit: only bites non-regular files
+static constexpr size_t kMaxFileBytes = size_t(1) << 40;       // read_file's limit: the size is known before reading
 
 // ---- dtypes
 

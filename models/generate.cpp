@@ -118,7 +118,7 @@ std::vector<int32_t> GPT::generate(std::vector<int32_t> tokens, int64_t max_new,
     ENGINE_CHECK(!tokens.empty(), ValueError, "generate: the prompt is empty");
     ENGINE_CHECK(temperature >= 0.f, ValueError, "generate: temperature must be >= 0, got {}", temperature);
     NoGradGuard no_grad;
-    const int64_t window = config.block_size - (hooks ? hooks->n_virtual() + hooks->n_prefix() : 0);
+    const int64_t window = token_room();
     ENGINE_CHECK(window >= 1, ValueError, "generate: no room left in block_size {}", config.block_size);
     const int64_t V = config.vocab_size;
     KVCache cache;

@@ -226,3 +226,5 @@ Tensor GPT::forward(const Tensor& ids, bool training) {
 Tensor GPT::loss(const Tensor& ids, const Tensor& targets, bool training) {
     return linear_cross_entropy(hidden(ids, training), wte.weight, targets);
 }
+
+int64_t GPT::token_room() const { return config.block_size - (hooks ? hooks->n_virtual() + hooks->n_prefix() : 0); }

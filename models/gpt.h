@@ -127,6 +127,9 @@ public:
     // Mean cross-entropy of forward(ids) against targets (B,T), -1 ignored. Fused with the LM head,
     // so the (B,T,V) logits and their gradient share one buffer (linear_cross_entropy).
     Tensor loss(const Tensor& ids, const Tensor& targets, bool training = false);
+    // Positions left for real tokens: block_size minus the virtual tokens and prefix rows an
+    // attached method puts in front of them.
+    int64_t token_room() const;
     // Every Linear with its dotted module name ("transformer.h.0.attn.q_proj"), in order.
     std::vector<std::pair<std::string, Linear*>> linears();
     // Sample max_new tokens after `prompt` (no grad). temperature 0 = greedy; top_k 0 = all.

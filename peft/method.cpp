@@ -19,13 +19,14 @@ void Method::load_state(const std::map<std::string, Tensor>& tensors, const std:
         auto it = tensors.find(p.name);
         if (it == tensors.end()) problems.push_back(fmt::format("missing tensor '{}'", p.name));
         else if (it->second.shape() != p.tensor.shape() || it->second.dtype() != DType::F32)
-            problems.push_back(fmt::format("tensor '{}' has shape {} but this model needs {}", p.name,
+            problems.push_back(fmt::format("tensor '{}' is {} but the config on this base model gives {}", p.name,
                                            describe(it->second), describe(p.tensor)));
     }
     for (const auto& [name, t] : tensors)
         if (!const_cast<ParamList&>(params).find(name)) problems.push_back(fmt::format("unexpected tensor '{}'", name));
     if (!problems.empty()) {
-        std::string msg = fmt::format("{}: adapter does not fit this {} method (maybe another base model?):", file, peft_type());
+        std::string msg = fmt::format("{}: the tensors do not match adapter_config.json ({} as built on this base model):",
+                                      file, peft_type());
         for (auto& p : problems) msg += "\n  " + p;
         throw ValueError(msg);
     }

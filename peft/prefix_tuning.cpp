@@ -128,8 +128,8 @@ public:
         for (const auto& [name, t] : tensors)
             if (name != "prompt_embeddings") problems.push_back(fmt::format("unexpected tensor '{}'", name));
         if (!problems.empty())
-            throw ValueError(fmt::format("{}: adapter does not fit this PREFIX_TUNING method (maybe another base "
-                                         "model?):\n  {}", file, fmt::join(problems, "\n  ")));
+            throw ValueError(fmt::format("{}: the tensors do not match adapter_config.json (PREFIX_TUNING as built on "
+                                         "this base model):\n  {}", file, fmt::join(problems, "\n  ")));
         if (projection_) {   // fold
             projection_ = false;
             enc_in_ = enc_out_ = Linear();

@@ -236,7 +236,7 @@ TEST_CASE("adapter: loading an adapter that does not fit fails, naming the tenso
         const std::string bad = kKey + "0.mlp_adapter.up.weight";
         tensors[bad] = Tensor::zeros({16, 2});
         CHECK_THROWS_WITH_AS(method->load_state(tensors, "adapter_model.safetensors"),
-                             doctest::Contains(("tensor '" + bad + "' has shape F32[16, 2] but this model needs F32[16, 4]").c_str()),
+                             doctest::Contains(("tensor '" + bad + "' is F32[16, 2] but the config on this base model gives F32[16, 4]").c_str()),
                              ValueError);
         CHECK(method->params.get(kKey + "1.mlp_adapter.up.bias").to_vector() == std::vector<float>(16, 0.f));
     }

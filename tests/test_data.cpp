@@ -263,7 +263,7 @@ TEST_CASE("data: malformed task files name the file and the line") {
                          ValueError);
     CHECK_THROWS_WITH_AS(load("ab\tc\nabcabc =\t xyz.\n", 8),
                          doctest::Contains("line 2: prompt+answer is 13 tokens, a training row of 12, longer than "
-                                           "block_size 8"),
+                                           "the 8 positions the model has for it"),
                          ValueError);
 }
 

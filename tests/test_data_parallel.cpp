@@ -19,7 +19,7 @@
 #include "helpers.h"
 #include "engine/dist.h"
 #include "engine/safetensors.h"
-#include "models/train.h"
+#include "train/trainer.h"
 #include "peft/peft.h"
 
 namespace fs = std::filesystem;

@@ -7,7 +7,7 @@
 #include <filesystem>
 #include "hardening_helpers.h"
 #include "data/dataset.h"
-#include "models/train.h"
+#include "train/trainer.h"
 
 namespace fs = std::filesystem;
 

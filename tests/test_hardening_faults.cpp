@@ -21,7 +21,7 @@
 #include "engine/ops.h"
 #include "engine/parallel.h"
 #include "models/checkpoint.h"
-#include "models/train.h"
+#include "train/trainer.h"
 
 namespace fs = std::filesystem;
 

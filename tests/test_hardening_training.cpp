@@ -6,7 +6,7 @@
 #include "hardening_helpers.h"
 #include "engine/ops.h"
 #include "engine/parallel.h"
-#include "models/train.h"
+#include "train/trainer.h"
 
 namespace {
 

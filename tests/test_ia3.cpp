@@ -264,7 +264,7 @@ TEST_CASE("ia3: loading an adapter made for another base or another layout fails
     std::ofstream(dir.path + "/adapter_config.json") << cfg.dump();
     auto fresh = lesson_model();
     CHECK_THROWS_WITH_AS(load_adapter(dir.path, *fresh, rng),
-                         doctest::Contains(("tensor '" + kFF + "' has shape F32[1, 64] but this model needs F32[16, 1]").c_str()),
+                         doctest::Contains(("tensor '" + kFF + "' is F32[1, 64] but the config on this base model gives F32[16, 1]").c_str()),
                          ValueError);
 }
 

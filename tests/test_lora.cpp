@@ -424,7 +424,7 @@ TEST_CASE("lora: loading an adapter made for another base or with another rank f
     std::ofstream(dir.path + "/adapter_config.json") << cfg.dump();
     auto fresh = lesson_model();
     CHECK_THROWS_WITH_AS(load_adapter(dir.path, *fresh, rng),
-                         doctest::Contains(("tensor '" + kQ + ".lora_A.weight' has shape F32[8, 16] but this model needs F32[4, 16]").c_str()),
+                         doctest::Contains(("tensor '" + kQ + ".lora_A.weight' is F32[8, 16] but the config on this base model gives F32[4, 16]").c_str()),
                          ValueError);
 }
 

@@ -191,7 +191,7 @@ TEST_CASE("p-tuning: a mismatched adapter fails naming the tensor and both shape
     const int64_t n = m->params.count();
     std::map<std::string, Tensor> wrong = {{"prompt_embeddings", Tensor::zeros({5, 16})}};
     CHECK_THROWS_WITH_AS(m->load_state(wrong, "a.safetensors"),
-                         doctest::Contains("'prompt_embeddings' has shape F32[5, 16] but this model needs F32[4, 16]"),
+                         doctest::Contains("'prompt_embeddings' is F32[5, 16] but the config on this base model gives F32[4, 16]"),
                          ValueError);
     CHECK(m->params.count() == n);   // still the unfolded encoder: nothing changed on error
     std::map<std::string, Tensor> extra = {{"prompt_embeddings", Tensor::zeros({4, 16})},

@@ -205,7 +205,7 @@ TEST_CASE("prompt tuning: a mismatched adapter fails naming the tensor and both 
     auto m = make_method(prompt_config(4), *model, rng);
     std::map<std::string, Tensor> wrong = {{"prompt_embeddings", Tensor::zeros({3, 16})}};
     CHECK_THROWS_WITH_AS(m->load_state(wrong, "a.safetensors"),
-                         doctest::Contains("'prompt_embeddings' has shape F32[3, 16] but this model needs F32[4, 16]"),
+                         doctest::Contains("'prompt_embeddings' is F32[3, 16] but the config on this base model gives F32[4, 16]"),
                          ValueError);
 
     // Saved from a wider model: load_adapter refuses before touching anything.

@@ -6,7 +6,7 @@
 #include "helpers.h"
 #include "engine/safetensors.h"
 #include "models/checkpoint.h"
-#include "models/train.h"
+#include "train/trainer.h"
 
 TEST_SUITE("train") {
 

@@ -1,4 +1,4 @@
-// models/train.h — the training loop: AdamW, warmup + cosine decay, clipping, accumulation,
+// train/trainer.h — the training loop: AdamW, warmup + cosine decay, clipping, accumulation,
 // periodic validation, NaN/Inf detection, and exact resume.
 //
 // One loop for pretraining and for fine-tuning: it trains whatever ParamList it is given —
@@ -87,6 +87,14 @@ public:
 
     int64_t block() const { return T_; }
     AdamW& optimizer() { return opt_; }
+    const AdamW& optimizer() const { return opt_; }
+    const TrainConfig& config() const { return cfg_; }
+
+    // Called in every step after the backward pass, before the gradient norm, clipping and the
+    // optimizer update, with the trainable parameters whose gradients now hold this step's
+    // (accumulated) gradient. Data-parallel training averages them across processes here.
+    // Empty: nothing happens.
+    std::function<void(ParamList& trainable)> after_backward;
 
 private:
     GPT& model_;

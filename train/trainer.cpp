@@ -1,5 +1,5 @@
-// models/train.cpp — one optimizer step at a time, with everything needed to resume exactly.
-#include "train.h"
+// train/trainer.cpp — one optimizer step at a time, with everything needed to resume exactly.
+#include "trainer.h"
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -59,7 +59,7 @@ Batch Trainer::draw_batch() {
 }
 
 int64_t data_block(const GPT& model, const TrainData& data, int64_t requested) {
-    const int64_t room = model.config.block_size - (model.hooks ? model.hooks->n_virtual() + model.hooks->n_prefix() : 0);
+    const int64_t room = model.token_room();
     if (data.task) {
         ENGINE_CHECK(data.task->max_len() <= room, ValueError,
                      "{}: the longest example needs {} positions but the model has room for {} (block_size {})",
@@ -112,6 +112,7 @@ LogRow Trainer::train_step() {
     row.allreduce_bytes = comm.bytes;
     row.allreduce_ms = comm.ms;
     tokens *= dist::size();
+    if (after_backward) after_backward(trainable_);
     row.grad_norm = grad_norm(trainable_);   // clipping is applied inside the update, below
     if (!std::isfinite(row.train_loss) || !std::isfinite(row.grad_norm)) {
         const std::string where = std::isfinite(row.train_loss)
@@ -204,7 +205,7 @@ void Trainer::run(const std::function<void(const LogRow&)>& on_log, const std::f
 }
 
 std::map<std::string, std::string> Trainer::state_metadata() const {
-    nlohmann::json j = {{"step", step_}, {"optimizer_step", opt_.step_count()}};
+    nlohmann::json j = {{"step", step_}, {"optimizer_step", opt_.step_count()}, {"steps", cfg_.steps}};
     // Every example stream's position and every rank's dropout stream: a resume with any number
     // of ranks continues each stream that still has a reader (a new one starts at its beginning).
     std::vector<std::string> streams;
