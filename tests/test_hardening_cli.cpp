@@ -80,6 +80,20 @@ TEST_CASE("issue item 2: forward --out equal to the model or the adapter's weigh
     CHECK(slurp(a + "/adapter_model.safetensors") == adapter);
 }
 
+TEST_CASE("issue item 2: export never writes into a folder holding a model, an adapter or a run") {
+    const std::string b = copy_dir("base", "base_x"), a = copy_dir("lora", "lora_x");
+    const std::string model = slurp(b + "/model.safetensors"), adapter = slurp(a + "/adapter_model.safetensors");
+    Run r = peft("export --model base_x/model.safetensors --out base_x --threads 1");
+    CHECK(r.code == 1);
+    one_error_line(r, "--out base_x already holds model.safetensors");
+    r = peft("export --model base_x/model.safetensors --adapter lora_x --out lora_x --threads 1");
+    CHECK(r.code == 1);
+    one_error_line(r, "--out lora_x already holds adapter_model.safetensors");
+    CHECK(slurp(b + "/model.safetensors") == model);
+    CHECK(slurp(a + "/adapter_model.safetensors") == adapter);
+    CHECK(!fs::exists(a + "/config.json"));
+}
+
 TEST_CASE("issue item 2: train into a folder holding a run needs --resume or --overwrite; never into the base's folder") {
     const std::string b = copy_dir("base", "base4");
     const std::string model = slurp(b + "/model.safetensors"), opt = slurp(b + "/optimizer.safetensors");
