@@ -5,7 +5,8 @@
 // with no engine at all: no ops, no GEMM, no autograd, only the parameter values. Tests check
 // the engine's logits and loss against it (tests/test_gpt.cpp), and a LoRA merge and prefix
 // rows (tests/test_adapter.cpp, tests/test_prefix_tuning.cpp).
-// Its backward, as plain as this: every fast op's plain twin with its backward beside it
+// Its backward, as plain as this, is models/reference_gpt_backward.h (tests/test_gpt.cpp checks
+// every parameter's gradient against it). Every fast op also has a plain twin the engine can run
 // (engine/reference_ops.cpp, Note [Reference ops]); tests/test_reference_ops.cpp trains the
 // model on those and gets the fast ops' results.
 #pragma once
