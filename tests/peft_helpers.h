@@ -9,6 +9,13 @@
 #include "engine/optim.h"
 #include "peft/peft.h"
 
+// An adapter config: {"peft_type": type} and the given fields (HF's names).
+inline json peft_config(const std::string& type, const json& extra = json::object()) {
+    json c = {{"peft_type", type}};
+    c.update(extra);
+    return c;
+}
+
 inline GPTConfig lesson_config() {
     GPTConfig c;
     c.n_layer = 2; c.n_head = 2; c.n_embd = 16; c.block_size = 16; c.vocab_size = 13;

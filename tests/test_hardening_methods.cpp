@@ -1,0 +1,242 @@
+// tests/test_hardening_methods.cpp — each method's bad configs and adapter files that do not fit:
+// one clear error naming the field, the value, the tensor or both shapes, and nothing loaded
+// halfway. The per-method lessons (tests/test_<method>.cpp) teach what works; this file what is
+// refused.
+#include <fstream>
+#include "peft_helpers.h"
+#include "engine/safetensors.h"
+
+namespace {
+
+const std::string kQ = "base_model.model.transformer.h.0.attn.q_proj";
+const std::string kFF = "base_model.model.transformer.h.0.mlp.fc_out.ia3_l";
+const std::string kKey = "base_model.model.transformer.h.";
+
+json bottleneck_config(const std::string& placement) {
+    return peft_config("BOTTLENECK", {{"placement", placement}, {"bottleneck_size", 4}, {"non_linearity", "relu"}});
+}
+json prompt_config(int64_t P, const std::string& init = "RANDOM") {
+    return peft_config("PROMPT_TUNING", {{"num_virtual_tokens", P}, {"prompt_tuning_init", init}});
+}
+json ptuning_config(int64_t P, const std::string& type = "MLP", int64_t h = 8) {
+    return peft_config("P_TUNING", {{"num_virtual_tokens", P}, {"encoder_reparameterization_type", type}, {"encoder_hidden_size", h}});
+}
+
+}  // namespace
+
+TEST_SUITE("peft hardening") {
+
+// ---- LoRA
+
+TEST_CASE("lora: a target that matches nothing is a ValueError listing the model's Linear modules") {
+    auto m = lesson_model();
+    Rng rng(15);
+    CHECK_THROWS_WITH_AS(make_lora(peft_config("LORA", {{"target_modules", {"q_proj", "query"}}}), *m, rng),
+                         doctest::Contains("Target modules [query] not found in the base model; its Linear modules "
+                                           "are q_proj, k_proj, v_proj, o_proj, fc_in, fc_out"),
+                         ValueError);
+    CHECK(m->params.count(true) == m->params.count());   // nothing attached, nothing frozen
+}
+
+TEST_CASE("lora: bad config values are ValueErrors naming the field and the value") {
+    auto m = lesson_model();
+    Rng rng(16);
+    auto bad = [&](const json& extra, const char* msg) {
+        CAPTURE(extra.dump());
+        CHECK_THROWS_WITH_AS(make_lora(peft_config("LORA", extra), *m, rng), doctest::Contains(msg), ValueError);
+    };
+    bad({{"r", 0}}, "`r` should be a positive integer value but the value passed is 0");
+    bad({{"r", -3}}, "`r` should be a positive integer value but the value passed is -3");
+    bad({{"r", "8"}}, "`r` should be a positive integer value but the value passed is \"8\"");
+    bad({{"r", int64_t(1) << 62}}, "`r` = 4611686018427387904 is larger than the limit 65536");
+    bad({{"lora_alpha", 0}}, "`lora_alpha` should be a positive number but the value passed is 0");
+    bad({{"lora_alpha", 1e39}}, "`lora_alpha` should be a positive number");   // not a float: s would be inf
+    bad({{"lora_dropout", 1.0}}, "`lora_dropout` should be in [0, 1) but the value passed is 1.0");
+    bad({{"lora_dropout", 0.99999999999}}, "`lora_dropout` should be in [0, 1)");   // 1.0 as a float
+    bad({{"bias", "some"}}, "`bias` should be one of \"none\", \"all\", \"lora_only\" but the value passed is \"some\"");
+    bad({{"target_modules", json::array()}}, "`target_modules` should be a non-empty list");
+    // one string is a regular expression over WHOLE names (targets.h): "q_proj" alone matches none
+    bad({{"target_modules", "q_proj"}}, "`target_modules` = \"q_proj\" (a regular expression over whole module names) matches no module");
+    bad({{"use_dora", true}}, "`use_dora` = true is not supported");
+    bad({{"peft_type", "IA3"}}, "`peft_type` is \"IA3\"");
+    // every problem at once
+    bad({{"r", 0}, {"bias", "some"}}, "passed is 0; `bias`");
+    // unknown keys and nulls are fine (forward compatibility, as HF); an unknown key is a warning
+    CapturedWarnings warnings;
+    CHECK_NOTHROW(make_lora(peft_config("LORA", {{"some_future_field", 1}, {"layers_to_transform", nullptr}}), *m, rng));
+    CHECK(warnings.all == std::vector<std::string>{"LORA config: ignoring unknown key \"some_future_field\""});
+}
+
+TEST_CASE("lora: loading an adapter made for another base or with another rank fails, naming what differs") {
+    Rng rng(18);
+    TempDir dir;
+    save_from_wider_base(dir.path, peft_config("LORA"), rng);
+    auto m = lesson_model();
+    CHECK_THROWS_WITH_AS(load_adapter(dir.path, *m, rng), doctest::Contains("n_embd 32 (adapter) vs 16 (model)"), ValueError);
+
+    // A config whose r does not match the tensors: each tensor is named with both shapes.
+    save_adapter(dir.path, *make_lora(peft_config("LORA"), *m, rng), *m);
+    std::ifstream in(dir.path + "/adapter_config.json");
+    json cfg = json::parse(in);
+    cfg["r"] = 4;
+    std::ofstream(dir.path + "/adapter_config.json") << cfg.dump();
+    auto fresh = lesson_model();
+    CHECK_THROWS_WITH_AS(load_adapter(dir.path, *fresh, rng),
+                         doctest::Contains(("tensor '" + kQ + ".lora_A.weight' is F32[8, 16] but the config on this base model gives F32[4, 16]").c_str()),
+                         ValueError);
+}
+
+// ---- IA³
+
+TEST_CASE("ia3: bad config values and unknown targets are ValueErrors naming them") {
+    auto m = lesson_model();
+    Rng rng(15);
+    auto bad = [&](const json& extra, const char* msg) {
+        CAPTURE(extra.dump());
+        CHECK_THROWS_WITH_AS(make_ia3(peft_config("IA3", extra), *m, rng), doctest::Contains(msg), ValueError);
+    };
+    // one string is a regular expression over whole names (peft/targets.h): "k_proj" matches none
+    bad({{"target_modules", "k_proj"}}, "`target_modules` = \"k_proj\" (a regular expression over whole module names) matches no module");
+    bad({{"target_modules", json::array()}}, "`target_modules` should be a non-empty list of module names");
+    bad({{"fan_in_fan_out", true}}, "`fan_in_fan_out` = true is for Conv1D layers");
+    bad({{"task_type", "SEQ_CLS"}}, "`task_type` = \"SEQ_CLS\" is not supported");
+    bad({{"target_modules", {"key"}}, {"feedforward_modules", json::array()}},
+        "Target modules [key] not found in the base model; its Linear modules are q_proj, k_proj");
+    CapturedWarnings warnings;   // an unknown key is a warning; init_ia3_weights is HF bookkeeping
+    CHECK_NOTHROW(make_ia3(peft_config("IA3", {{"some_future_field", 1}, {"init_ia3_weights", true}}), *m, rng));
+    CHECK(warnings.all == std::vector<std::string>{"IA3 config: ignoring unknown key \"some_future_field\""});
+}
+
+TEST_CASE("ia3: loading an adapter made for another base or another layout fails, naming what differs") {
+    Rng rng(17);
+    TempDir dir;
+    save_from_wider_base(dir.path, peft_config("IA3"), rng);
+    auto m = lesson_model();
+    CHECK_THROWS_WITH_AS(load_adapter(dir.path, *m, rng), doctest::Contains("n_embd 32 (adapter) vs 16 (model)"), ValueError);
+
+    // A config that makes fc_out output-scaled while the file holds input-scaling vectors.
+    save_adapter(dir.path, *make_ia3(peft_config("IA3"), *m, rng), *m);
+    std::ifstream in(dir.path + "/adapter_config.json");
+    json cfg = json::parse(in);
+    cfg["feedforward_modules"] = json::array();
+    std::ofstream(dir.path + "/adapter_config.json") << cfg.dump();
+    auto fresh = lesson_model();
+    CHECK_THROWS_WITH_AS(load_adapter(dir.path, *fresh, rng),
+                         doctest::Contains(("tensor '" + kFF + "' is F32[1, 64] but the config on this base model gives F32[16, 1]").c_str()),
+                         ValueError);
+}
+
+// ---- bottleneck adapters
+
+TEST_CASE("adapter: loading an adapter that does not fit fails, naming the tensor and both shapes") {
+    Rng rng(9);
+    auto model = lesson_model();
+    SUBCASE("saved from a base model with another n_embd") {
+        TempDir dir;
+        save_from_wider_base(dir.path, bottleneck_config("houlsby"), rng);
+        CHECK_THROWS_WITH_AS(load_adapter(dir.path, *model, rng), doctest::Contains("n_embd 32 (adapter) vs 16 (model)"),
+                             ValueError);
+    }
+    SUBCASE("one tensor with a wrong shape: nothing is loaded") {
+        auto method = make_bottleneck(bottleneck_config("pfeiffer"), *model, rng);
+        std::map<std::string, Tensor> tensors;
+        for (auto& [name, t] : method->state()) tensors[name] = Tensor::full(t.shape(), 1.f);
+        const std::string bad = kKey + "0.mlp_adapter.up.weight";
+        tensors[bad] = Tensor::zeros({16, 2});
+        CHECK_THROWS_WITH_AS(method->load_state(tensors, "adapter_model.safetensors"),
+                             doctest::Contains(("tensor '" + bad + "' is F32[16, 2] but the config on this base model gives F32[16, 4]").c_str()),
+                             ValueError);
+        CHECK(method->params.get(kKey + "1.mlp_adapter.up.bias").to_vector() == std::vector<float>(16, 0.f));
+    }
+}
+
+// ---- prefix tuning
+
+TEST_CASE("prefix: prompt_embeddings of the wrong shape, or from another base model, is a clear error") {
+    Rng rng(9);
+    auto model = lesson_model();
+    auto method = make_prefix_tuning(peft_config("PREFIX_TUNING", {{"num_virtual_tokens", 4}}), *model, rng);
+    std::map<std::string, Tensor> tensors{{"prompt_embeddings", Tensor::zeros({4, 32})}};
+    CHECK_THROWS_WITH_AS(method->load_state(tensors, "adapter_model.safetensors"),
+                         doctest::Contains("Invalid `prompt_embeddings` shape. Expected [P, 2LC] = [4, 64], got F32[4, 32]"),
+                         ValueError);
+    tensors = {{"prompt_embeddings", Tensor::zeros({4, 64})}, {"prompt_encoder.embedding.weight", Tensor::zeros({4, 16})}};
+    CHECK_THROWS_WITH_AS(method->load_state(tensors, "adapter_model.safetensors"),
+                         doctest::Contains("unexpected tensor 'prompt_encoder.embedding.weight'"), ValueError);
+
+    TempDir dir;
+    save_from_wider_base(dir.path, peft_config("PREFIX_TUNING", {{"num_virtual_tokens", 4}}), rng);
+    CHECK_THROWS_WITH_AS(load_adapter(dir.path, *model, rng), doctest::Contains("n_embd 32 (adapter) vs 16 (model)"),
+                         ValueError);
+}
+
+// ---- prompt tuning
+
+TEST_CASE("prompt tuning: bad config values are ValueErrors naming the field and the value") {
+    auto model = lesson_model();
+    Rng rng(7);
+    CHECK_THROWS_WITH_AS(make_method(prompt_config(-1), *model, rng),
+                         doctest::Contains("`num_virtual_tokens` should be a non-negative integer value but the value passed is -1"),
+                         ValueError);
+    CHECK_THROWS_WITH_AS(make_method(prompt_config(2, "ZEROS"), *model, rng),
+                         doctest::Contains("one of RANDOM, SAMPLE_VOCAB, TEXT but the value passed is \"ZEROS\""), ValueError);
+    json cfg = prompt_config(2);
+    cfg["token_dim"] = 32;
+    CHECK_THROWS_WITH_AS(make_method(cfg, *model, rng), doctest::Contains("`token_dim` is 32 but the model's n_embd is 16"),
+                         ValueError);
+    cfg = prompt_config(2, "TEXT");
+    cfg["prompt_tuning_init_ids"] = {1, 13};
+    CHECK_THROWS_WITH_AS(make_method(cfg, *model, rng), doctest::Contains("token ids in [0, 13)"), ValueError);
+    CHECK_THROWS_WITH_AS(make_method(prompt_config(16), *model, rng), doctest::Contains("block_size 16 leaves no room"),
+                         ValueError);
+}
+
+TEST_CASE("prompt tuning: a mismatched adapter fails naming the tensor and both shapes") {
+    auto model = lesson_model();
+    Rng rng(13);
+    auto m = make_method(prompt_config(4), *model, rng);
+    std::map<std::string, Tensor> wrong = {{"prompt_embeddings", Tensor::zeros({3, 16})}};
+    CHECK_THROWS_WITH_AS(m->load_state(wrong, "a.safetensors"),
+                         doctest::Contains("'prompt_embeddings' is F32[3, 16] but the config on this base model gives F32[4, 16]"),
+                         ValueError);
+
+    // Saved from a wider model: load_adapter refuses before touching anything.
+    TempDir dir;
+    save_from_wider_base(dir.path, prompt_config(4), rng);
+    CHECK_THROWS_WITH_AS(load_adapter(dir.path, *model, rng), doctest::Contains("n_embd 32 (adapter) vs 16 (model)"),
+                         ValueError);
+}
+
+// ---- P-tuning
+
+TEST_CASE("p-tuning: an unknown encoder type is a ValueError listing MLP and LSTM") {
+    auto model = lesson_model();
+    Rng rng(4);
+    CHECK_THROWS_WITH_AS(make_method(ptuning_config(4, "GRU"), *model, rng),
+                         doctest::Contains("`encoder_reparameterization_type` should be one of MLP, LSTM but the value passed is \"GRU\""),
+                         ValueError);
+    CHECK_THROWS_WITH_AS(make_method(ptuning_config(4, "MLP", 0), *model, rng),
+                         doctest::Contains("`encoder_hidden_size` should be a positive integer value but the value passed is 0"),
+                         ValueError);
+    json cfg = ptuning_config(4);
+    cfg["encoder_dropout"] = 0.1;
+    CHECK_THROWS_WITH_AS(make_method(cfg, *model, rng), doctest::Contains("`encoder_dropout` 0.1 is not supported"), ValueError);
+}
+
+TEST_CASE("p-tuning: a mismatched adapter fails naming the tensor and both shapes") {
+    auto model = lesson_model();
+    Rng rng(11);
+    auto m = make_method(ptuning_config(4), *model, rng);
+    const int64_t n = m->params.count();
+    std::map<std::string, Tensor> wrong = {{"prompt_embeddings", Tensor::zeros({5, 16})}};
+    CHECK_THROWS_WITH_AS(m->load_state(wrong, "a.safetensors"),
+                         doctest::Contains("'prompt_embeddings' is F32[5, 16] but the config on this base model gives F32[4, 16]"),
+                         ValueError);
+    CHECK(m->params.count() == n);   // still the unfolded encoder: nothing changed on error
+    std::map<std::string, Tensor> extra = {{"prompt_embeddings", Tensor::zeros({4, 16})},
+                                           {"prompt_encoder.mlp_head.0.weight", Tensor::zeros({8, 16})}};
+    CHECK_THROWS_WITH_AS(m->load_state(extra, "a.safetensors"),
+                         doctest::Contains("unexpected tensor 'prompt_encoder.mlp_head.0.weight'"), ValueError);
+}
+
+}  // TEST_SUITE
