@@ -2,6 +2,7 @@
 #include "gpt.h"
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -32,9 +33,11 @@ void GPTConfig::validate() const {
 }
 
 std::string GPTConfig::to_json() const {
+    // floats as their shortest decimal (1e-05, not 9.999999747378752e-06); they read back exactly
+    auto shortest = [](float x) { return std::strtod(fmt::format("{}", x).c_str(), nullptr); };
     nlohmann::json j = {{"n_layer", n_layer},       {"n_head", n_head},     {"n_embd", n_embd},
-                        {"block_size", block_size}, {"vocab_size", vocab_size}, {"dropout", dropout},
-                        {"bias", bias}, {"model_type", model_type}, {"layer_norm_epsilon", layer_norm_epsilon}};
+                        {"block_size", block_size}, {"vocab_size", vocab_size}, {"dropout", shortest(dropout)},
+                        {"bias", bias}, {"model_type", model_type}, {"layer_norm_epsilon", shortest(layer_norm_epsilon)}};
     return j.dump();
 }
 
