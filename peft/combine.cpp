@@ -127,7 +127,13 @@ std::unique_ptr<Method> combine_adapters(const std::vector<const Method*>& adapt
         const json c = a.config_json();
         ENGINE_CHECK(!c.contains("modules_to_save") && c.value("bias", "none") == "none", ValueError,
                      "adapter {} has modules_to_save or bias: combine merges LoRA factors only", i + 1);
-        for (LoraFactor& f : lora_factors(a)) {
+        std::vector<LoraFactor> factors;
+        try {
+            factors = lora_factors(a);
+        } catch (const ValueError& e) {
+            throw ValueError(fmt::format("adapter {}: {}", i + 1, e.what()));
+        }
+        for (LoraFactor& f : factors) {
             const double ws = o.weights[i] * f.scaling;
             ENGINE_CHECK(type == "cat" || type == "svd" || ws >= 0, ValueError,
                          "weights: {} for adapter {} is negative; {} weighs A and B by sqrt(weight · scale)", o.weights[i],

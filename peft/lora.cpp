@@ -18,6 +18,16 @@
 // merged and makes merge → unmerge a bit-for-bit round trip. While merged the Linear wrap is
 // removed, so the forward is the plain base forward on the merged W. (That bookkeeping, shared
 // with IA³, is MergeableMethod in peft/method.h; this file says how to wrap and how to merge.)
+//
+// Variants, each HF's config field: `use_dora` (peft/dora.cpp: a trained magnitude per output
+// row), `init_lora_weights` (peft/lora_init.cpp: "gaussian", and PiSSA / OLoRA, which start A
+// and B from W's SVD / QR and leave the base the residual W − s·B A). A PiSSA/OLoRA adapter keeps
+// its residual while active and puts the original W back when deactivated (both bit for bit),
+// so that disabling it gives the base model. Its file holds A and B against the residual; HF's
+// conversion to a plain LoRA against the original W is convert_to_plain_lora (methods.h):
+//     A' = [A; A₀] (2r, in),  B' = [B, −B₀] (out, 2r),  r' = 2r,  alpha' = 2·alpha (√2·alpha with
+//     rsLoRA), so s'·B'A' = s·(B A − B₀A₀) and W + s'·B'A' = W_res + s·B A,
+// with A₀, B₀ the initial values (kept in memory, r·(in + out) floats per target).
 #include "lora.h"
 #include <algorithm>
 #include <cmath>
@@ -131,12 +141,19 @@ struct LoraConfig {
     bool fan_in_fan_out = false;   // true on a gpt2 base: HF's Conv1D stores weights (in, out)
     bool use_rslora = false;       // rank-stabilised s = lora_alpha / √r, e.g. true
     std::string task_type = "CAUSAL_LM";
+    bool use_dora = false;         // DoRA: a trained magnitude per output row, e.g. true
+    json init_lora_weights = true; // true, false, "gaussian", "pissa", "pissa_niter_4", "olora"
 
     // The rank, alpha and scale of the module `name` (rank_pattern / alpha_pattern may change them).
     int64_t rank(const std::string& name) const { return targets.rank(name, r); }
     float scaling(const std::string& name) const {
         const double a = targets.alpha(name, lora_alpha), rr = double(rank(name));
         return float(use_rslora ? a / std::sqrt(rr) : a / rr);
+    }
+    // init_lora_weights as one string: "true", "false", "gaussian", ...
+    std::string init_kind() const {
+        return init_lora_weights.is_boolean() ? (init_lora_weights.get<bool>() ? "true" : "false")
+                                              : init_lora_weights.get<std::string>();
     }
 
     // HF field names and defaults; every bad value is reported in one ValueError (ConfigReader, peft/config_reader.h).
@@ -151,15 +168,24 @@ struct LoraConfig {
         c.lora_dropout = f.probability("lora_dropout", c.lora_dropout);
         c.targets = Targeting::read(f, default_targets, {});
         c.use_rslora = f.boolean("use_rslora", c.use_rslora);
+        c.use_dora = f.boolean("use_dora", c.use_dora);
+        if (const json* v = f.field("init_lora_weights")) {
+            const std::string k = v->is_string() ? v->get<std::string>() : "";
+            const size_t at = k.find("_niter_");
+            const bool niter = k.rfind("pissa_niter_", 0) == 0 && k.size() > at + 7 && k.size() <= at + 10 &&
+                               k.find_first_not_of("0123456789", at + 7) == std::string::npos;
+            if (v->is_boolean() || k == "gaussian" || k == "pissa" || k == "olora" || niter) c.init_lora_weights = *v;
+            else f.reject("init_lora_weights", "true, false, \"gaussian\", \"pissa\", \"pissa_niter_[number of iters]\" "
+                          "or \"olora\" (loftq, eva, corda and orthogonal are not supported here)");
+        }
         f.only("task_type", "CAUSAL_LM", "the models here are \"CAUSAL_LM\"");
-        // HF options that would change the computation: refuse them rather than silently ignore them.
-        f.refuse({"use_dora"});
         f.done();
         return c;
     }
     json to_json() const {   // what adapter_config.json holds (save_adapter adds peft_type)
         json j = {{"r", r}, {"lora_alpha", lora_alpha}, {"lora_dropout", lora_dropout}, {"use_rslora", use_rslora},
-                  {"bias", "none"}, {"fan_in_fan_out", fan_in_fan_out}, {"task_type", task_type}, {"inference_mode", true}};
+                  {"bias", "none"}, {"fan_in_fan_out", fan_in_fan_out}, {"task_type", task_type}, {"inference_mode", true},
+                  {"use_dora", use_dora}, {"init_lora_weights", init_lora_weights}};
         targets.write(j);
         return j;
     }
@@ -172,13 +198,27 @@ public:
     Lora(const LoraConfig& c, GPT& model, Rng& init_rng)
         : MergeableMethod(model), cfg_(c), dropout_rng_(&model.dropout_rng) {
         auto matched = resolve_targets(c.targets, model);   // first: a bad name changes nothing
-        model.params.freeze_all();
+        const std::string kind = c.init_kind();
+        std::vector<LoraInit> inits;   // all computed before anything changes (PiSSA can refuse an r)
         for (auto& [name, lin] : matched) {
-            const float bound = 1.f / std::sqrt(float(lin->in));   // kaiming-uniform, a = √5
-            const int64_t r = c.rank(name);
-            Target t{Tensor::uniform({r, lin->in}, init_rng, -bound, bound), Tensor::zeros({lin->out, r}), c.scaling(name)};
+            try {
+                inits.push_back(lora_init(kind, lin->weight, c.rank(name), c.scaling(name), init_rng));
+            } catch (const ValueError& e) {
+                throw ValueError(fmt::format("{}: {}", name, e.what()));
+            }
+        }
+        model.params.freeze_all();
+        for (size_t k = 0; k < matched.size(); k++) {
+            const auto& [name, lin] = matched[k];
+            LoraInit& init = inits[k];
+            Target t{lin, init.A, init.B, c.scaling(name), Tensor(), init.W_res, Tensor(), Tensor()};
             params.add("base_model.model." + name + ".lora_A.weight", t.A);
             params.add("base_model.model." + name + ".lora_B.weight", t.B);
+            if (init.W_res.defined()) t.A0 = init.A.clone(), t.B0 = init.B.clone();
+            if (c.use_dora) {   // m = ‖W + s·B A‖ of the weight the base will hold (HF: after PiSSA)
+                t.m = dora_weight_norm(init.W_res.defined() ? init.W_res : lin->weight, t.A, t.B, t.s);
+                params.add("base_model.model." + name + ".lora_magnitude_vector", t.m);
+            }
             targets_.push_back(t);
             names_.push_back(name);
             add_target(lin);
@@ -189,44 +229,123 @@ public:
     std::string peft_type() const override { return "LORA"; }
     json config_json() const override { return cfg_.to_json(); }
 
-    // r·(in + out) for every Linear the targets select (r from rank_pattern where a key matches).
+    // r·(in + out) for every Linear the targets select (r from rank_pattern where a key matches),
+    // and with DoRA one magnitude per output.
     int64_t expected_params(const GPTConfig& g) const override {
         int64_t n = 0;
         std::vector<std::string> adapted;
         for (const LinearShape& l : linear_shapes(g))
             if (cfg_.targets.selects(l.name)) {
-                n += cfg_.rank(l.name) * (l.in + l.out);
+                n += cfg_.rank(l.name) * (l.in + l.out) + (cfg_.use_dora ? l.out : 0);
                 adapted.push_back(l.name);
             }
         return n + saved_modules_count(cfg_.targets, g, adapted);   // plus modules_to_save and bias
     }
 
+    // PiSSA / OLoRA: the residual goes in on activation and the original W comes back on
+    // deactivation (a swap of the two copies: exact both ways).
+    void activate(GPT& model) override {
+        MergeableMethod::activate(model);
+        if (!residual_in_) swap_residual(model);
+    }
+    void deactivate(GPT& model) override {
+        MergeableMethod::deactivate(model);   // unmerges first if merged
+        if (residual_in_) swap_residual(model);
+    }
+    void merge(GPT& model) override {
+        ENGINE_CHECK(residual_in_ || !mutates(), ValueError,
+                     "LORA: activate this {} adapter before merging it (its base is the residual W − s·B A)",
+                     cfg_.init_kind());
+        MergeableMethod::merge(model);
+    }
+
+    PlainLora plain_lora() const {
+        ENGINE_CHECK(mutates(), ValueError,
+                     "only a LoRA initialised with \"pissa\" or \"olora\" changes the base weights and needs converting "
+                     "(this one has init_lora_weights {})", cfg_.init_lora_weights.dump());
+        PlainLora p;
+        LoraConfig c = cfg_;
+        c.r = 2 * cfg_.r;
+        c.lora_alpha = cfg_.use_rslora ? cfg_.lora_alpha * std::sqrt(2.0) : 2 * cfg_.lora_alpha;
+        c.init_lora_weights = true;
+        p.config = c.to_json();
+        const bool patterns = p.config.contains("rank_pattern") || p.config.contains("alpha_pattern");
+        ENGINE_CHECK(!cfg_.use_rslora || !patterns, ValueError,
+                     "LORA: a {} adapter with use_rslora and rank_pattern / alpha_pattern cannot be converted to a "
+                     "plain LoRA (HF refuses it too)", cfg_.init_kind());
+        for (const char* pattern : {"rank_pattern", "alpha_pattern"})   // every rank and alpha doubles, as HF
+            if (p.config.contains(pattern))
+                for (auto& [key, v] : p.config[pattern].items())
+                    v = v.is_number_integer() ? json(2 * v.get<int64_t>()) : json(2 * v.get<double>());
+        std::map<std::string, Tensor> converted;   // lora_A / lora_B keys; the other tensors go as they are
+        for (size_t k = 0; k < targets_.size(); k++) {
+            const Target& t = targets_[k];
+            const int64_t r = t.A.size(0), in = t.A.size(1), out = t.B.size(0);
+            Tensor A = Tensor::empty({2 * r, in}), B = Tensor::empty({out, 2 * r});
+            std::copy(t.A.data(), t.A.data() + r * in, A.data());   // A' = [A; A₀]
+            std::copy(t.A0.data(), t.A0.data() + r * in, A.data() + r * in);
+            for (int64_t o = 0; o < out; o++)   // B' = [B, −B₀]
+                for (int64_t i = 0; i < r; i++) {
+                    B.data()[o * 2 * r + i] = t.B.data()[o * r + i];
+                    B.data()[o * 2 * r + r + i] = -t.B0.data()[o * r + i];
+                }
+            converted["base_model.model." + names_[k] + ".lora_A.weight"] = A;
+            converted["base_model.model." + names_[k] + ".lora_B.weight"] = B;
+        }
+        for (const Param& q : params.all()) {   // DoRA magnitudes, modules_to_save, bias
+            auto it = converted.find(q.name);
+            p.tensors.push_back({q.name, it != converted.end() ? it->second : q.tensor});
+        }
+        return p;
+    }
+
+    // A PiSSA / OLoRA adapter's base is the residual: samples of other adapters would see it.
+    std::string cannot_mix() const override {
+        return mutates() ? fmt::format("it is initialised with \"{}\" and its base weights are the residual "
+                                       "W − s·B A; mix its plain-LoRA conversion instead", cfg_.init_kind())
+                         : "";
+    }
+
 private:
     struct Target {
-        Tensor A, B;   // (r, in), (out, r)
-        float s;       // lora_alpha / r (or / √r), of this module
+        Linear* lin;
+        Tensor A, B;     // (r, in), (out, r)
+        float s;         // lora_alpha / r (or / √r), of this module
+        Tensor m;        // DoRA: (out)
+        Tensor W_other;  // PiSSA/OLoRA: the residual while inactive, the original W while active
+        Tensor A0, B0;   // PiSSA/OLoRA: A and B at init (for convert_to_plain_lora)
     };
-    // The seam: the target Linear calls lora_linear instead of linear.
+    bool mutates() const { return lora_init_mutates_base(cfg_.init_kind()); }
+    void swap_residual(GPT&) {
+        if (!mutates()) return;
+        for (size_t k = 0; k < targets_.size(); k++) {
+            float *w = targets_[k].lin->weight.data(), *o = targets_[k].W_other.data();
+            std::swap_ranges(w, w + targets_[k].W_other.numel(), o);
+        }
+        residual_in_ = !residual_in_;
+    }
+    // The seam: the target Linear calls lora_linear (or dora_linear) instead of linear.
     struct Wrap : LinearWrap {
         const Lora& m;
         const Target& t;
         Wrap(const Lora& m, const Target& t) : m(m), t(t) {}
         Tensor forward(const Linear& base, const Tensor& x) override {
-            if (!needs_grad(base.bias))
-                return lora_linear(x, base.weight, base.bias, t.A, t.B, t.s, float(m.cfg_.lora_dropout), m.training,
-                                   *m.dropout_rng_);
-            // bias "all" / "lora_only": the bias is a trainable copy, which the fused op never
-            // differentiates, so it is added by an op that does (the same sum, in another order)
-            Tensor y = lora_linear(x, base.weight, Tensor(), t.A, t.B, t.s, float(m.cfg_.lora_dropout), m.training,
-                                   *m.dropout_rng_);
-            return add_row_vector(y, base.bias);
+            // bias "all" / "lora_only": the bias is a trainable copy, which the fused ops never
+            // differentiate, so it is added by an op that does (the same sum, in another order)
+            const bool own_bias = needs_grad(base.bias);
+            const Tensor b = own_bias ? Tensor() : base.bias;
+            const float p = float(m.cfg_.lora_dropout);
+            Tensor y = m.cfg_.use_dora ? dora_linear(x, base.weight, b, t.A, t.B, t.m, t.s, p, m.training, *m.dropout_rng_)
+                                       : lora_linear(x, base.weight, b, t.A, t.B, t.s, p, m.training, *m.dropout_rng_);
+            return own_bias ? add_row_vector(y, base.bias) : y;
         }
     };
     std::shared_ptr<LinearWrap> make_wrap(size_t i) const override { return std::make_shared<Wrap>(*this, targets_[i]); }
 
-    // W ← W + s·(B A), as HF: delta = (B @ A) * s, in float32, then W += delta.
+    // W ← W + s·(B A), as HF: delta = (B @ A) * s, in float32, then W += delta. DoRA: dora_merge.
     void merge_into(size_t i, Linear& lin) const override {
         const Target& t = targets_[i];
+        if (cfg_.use_dora) return dora_merge(lin.weight, t.A, t.B, t.m, t.s);
         const int64_t out = lin.out, in = lin.in;
         Tensor BA = Tensor::empty({out, in});
         gemm(Trans::N, Trans::N, out, in, t.A.size(0), 1.f, t.B.data(), t.A.data(), 0.f, BA.data());
@@ -240,17 +359,31 @@ private:
     std::vector<std::string> names_;   // target i's module name
     Rng* dropout_rng_;          // the model's dropout stream (saved in its checkpoints)
     std::vector<Target> targets_;
+    bool residual_in_ = false;  // PiSSA/OLoRA: the model's target weights are the residuals
 };
 
 std::unique_ptr<Method> make_lora(const json& config, GPT& model, Rng& rng) {
     return std::make_unique<Lora>(LoraConfig::from_json(config, model.config), model, rng);
 }
 
+// Combining needs ΔW = s·B A against the base every adapter shares: DoRA's magnitude and a
+// PiSSA / OLoRA residual base have no such form.
 std::vector<LoraFactor> lora_factors(const Method& m) {
     const Lora* lora = dynamic_cast<const Lora*>(&m);
     ENGINE_CHECK(lora, ValueError, "a {} adapter has no LoRA factors", m.peft_type());
+    ENGINE_CHECK(!lora->cfg_.use_dora, ValueError,
+                 "a LORA adapter with use_dora (DoRA) cannot be combined: its update is not s·B A alone");
+    ENGINE_CHECK(!lora->mutates(), ValueError,
+                 "a LORA adapter with init_lora_weights \"{}\" cannot be combined: its base is the residual W − s·B A "
+                 "(combine its plain-LoRA conversion)", lora->cfg_.init_kind());
     std::vector<LoraFactor> out;
     for (size_t i = 0; i < lora->targets_.size(); i++)
         out.push_back({lora->names_[i], lora->targets_[i].A, lora->targets_[i].B, lora->targets_[i].s});
     return out;
+}
+
+PlainLora convert_to_plain_lora(const Method& m) {
+    const Lora* lora = dynamic_cast<const Lora*>(&m);
+    ENGINE_CHECK(lora, ValueError, "only a LORA adapter can be converted to a plain LoRA, not {}", m.peft_type());
+    return lora->plain_lora();
 }

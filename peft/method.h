@@ -88,6 +88,8 @@ public:
     std::vector<std::pair<Linear*, std::shared_ptr<LinearWrap>>> seams() const;
     bool merged() const { return merged_; }
     bool has_saved_modules() const { return !saved_.empty(); }   // modules_to_save or bias
+    // Why this adapter cannot run beside others in a mixed batch (peft/mixed.h), or "" when it can.
+    virtual std::string cannot_mix() const { return ""; }
 
 protected:
     explicit MergeableMethod(GPT& model) : model_(&model) {}

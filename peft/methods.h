@@ -16,3 +16,12 @@ std::unique_ptr<Method> make_p_tuning(const json& config, GPT& model, Rng& rng);
 // Builds a method from an adapter_config.json object (peft_type decides which). Unknown
 // peft_type -> ValueError listing the supported ones. Attaches to `model` (freezing it).
 std::unique_ptr<Method> make_method(const json& config, GPT& model, Rng& rng);   // peft/methods.cpp
+
+// PiSSA / OLoRA adapters as a plain LoRA against the original weights, HF's
+// save_pretrained(..., path_initial_model_for_weight_conversion=): r and lora_alpha doubled,
+// init_lora_weights true, A' = [A; A₀], B' = [B, −B₀] (peft/lora.cpp). ValueError for any other adapter.
+struct PlainLora {
+    json config;   // adapter_config.json without peft_type
+    NamedTensors tensors;
+};
+PlainLora convert_to_plain_lora(const Method& m);

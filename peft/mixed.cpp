@@ -75,6 +75,9 @@ MixedBatch::MixedBatch(PeftModel& pm, const std::vector<std::string>& names, boo
             ENGINE_CHECK(!mm->has_saved_modules(), ValueError,
                          "adapter_names: '{}' trains modules_to_save or bias copies, which the whole batch would read; "
                          "it cannot be mixed", n);
+            const std::string why = mm->cannot_mix();
+            ENGINE_CHECK(why.empty(), ValueError, "adapter_names: '{}' ({}) cannot be mixed in a batch: {}", n,
+                         m.peft_type(), why);
             ENGINE_CHECK(!mm->merged(), ValueError, "adapter_names: '{}' is merged into the base weights; unmerge it first", n);
         }
         auto it = std::find(distinct.begin(), distinct.end(), n);

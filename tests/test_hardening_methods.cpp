@@ -57,7 +57,7 @@ TEST_CASE("lora: bad config values are ValueErrors naming the field and the valu
     bad({{"target_modules", json::array()}}, "`target_modules` should be a non-empty list");
     // one string is a regular expression over WHOLE names (targets.h): "q_proj" alone matches none
     bad({{"target_modules", "q_proj"}}, "`target_modules` = \"q_proj\" (a regular expression over whole module names) matches no module");
-    bad({{"use_dora", true}}, "`use_dora` = true is not supported");
+    bad({{"use_dora", "yes"}}, "`use_dora` should be true or false but the value passed is \"yes\"");
     bad({{"peft_type", "IA3"}}, "`peft_type` is \"IA3\"");
     // every problem at once
     bad({{"r", 0}, {"bias", "some"}}, "passed is 0; `bias`");
