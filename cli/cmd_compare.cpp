@@ -35,6 +35,13 @@ const std::vector<Variant>& variants() {
         {"prompt", "--method prompt --num_virtual_tokens 8"},
         {"ptuning-mlp", "--method ptuning --num_virtual_tokens 8 --encoder_reparameterization_type MLP"},
         {"ptuning-lstm", "--method ptuning --num_virtual_tokens 8 --encoder_reparameterization_type LSTM"},
+        // The LoRA family (docs/METHODS.md); each takes its --method's row of train/defaults.cpp.
+        {"dora", "--method lora --use_dora"},
+        {"pissa", "--method lora --init_lora_weights pissa"},
+        {"loha", "--method loha"},
+        {"lokr", "--method lokr"},
+        {"vera", "--method vera"},
+        {"oft", "--method oft"},
     };
     return v;
 }

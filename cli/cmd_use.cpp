@@ -141,7 +141,7 @@ void run_merge(UseFlags& f) {
     refuse_output_over_inputs(f);
     Loaded l = load_model(f.model, f.adapters);
     Method* m = l.peft->active();
-    ENGINE_CHECK(m->can_merge(), ValueError, "{} adapters cannot be merged into the base weights (only LORA and IA3 can)",
+    ENGINE_CHECK(m->can_merge(), ValueError, "{} adapters cannot be merged into the base weights (LORA, IA3, LOHA, LOKR, VERA and OFT can)",
                  m->peft_type());
     // logits before merging, to state how exactly the merge reproduces them
     std::vector<int32_t> probe;
@@ -270,7 +270,7 @@ void add_forward_command(CLI::App& app) {
 
 void add_merge_command(CLI::App& app) {
     auto f = std::make_shared<UseFlags>();
-    CLI::App* cmd = app.add_subcommand("merge", "merge a LoRA or IA3 adapter into the base weights");
+    CLI::App* cmd = app.add_subcommand("merge", "merge an adapter (LoRA, DoRA, IA3, LoHa, LoKr, VeRA, OFT) into the base weights");
     add_model_flags(cmd, *f);
     cmd->add_option("--out", f->out, "merged checkpoint file")->required();
     cmd->callback([f]() { run_merge(*f); });

@@ -72,3 +72,28 @@ Qr qr(const Tensor& W) {
         for (int j = 0; j < k; j++) r.Q.data()[size_t(i) * k + j] = a[size_t(j) * m + i];
     return r;
 }
+
+extern "C" void sgesv_(const int* n, const int* nrhs, float* a, const int* lda, int* ipiv, float* b, const int* ldb,
+                       int* info);
+
+// Row-major A X = B is column-major Aᵀ-storage; solve with the transposed copies and transpose back.
+Tensor solve(const Tensor& A, const Tensor& B) {
+    check_matrix(A, "solve");
+    ENGINE_CHECK(A.size(0) == A.size(1) && B.ndim() == 2 && B.size(0) == A.size(0), ShapeError,
+                 "solve: A {} must be square and B {} have as many rows", A.shape().str(), B.shape().str());
+    const int n = int(A.size(0)), m = int(B.size(1));
+    std::vector<float> a(static_cast<size_t>(n) * n), b(static_cast<size_t>(n) * m);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) a[size_t(j) * n + i] = A.data()[size_t(i) * n + j];
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < m; j++) b[size_t(j) * n + i] = B.data()[size_t(i) * m + j];
+    std::vector<int> ipiv(static_cast<size_t>(n));
+    int info = 0;
+    sgesv_(&n, &m, a.data(), &n, ipiv.data(), b.data(), &n, &info);
+    ENGINE_CHECK(info == 0, ValueError, "solve: LAPACK sgesv failed on {} (info {}{})", A.shape().str(), info,
+                 info > 0 ? ": the matrix is singular" : "");
+    Tensor X = Tensor::empty({n, m});
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < m; j++) X.data()[size_t(i) * m + j] = b[size_t(j) * n + i];
+    return X;
+}

@@ -19,3 +19,7 @@ struct Qr {
     Tensor Q, R;
 };
 Qr qr(const Tensor& W);
+
+// X = A⁻¹ B for a square A (n, n) and B (n, m), by LU with partial pivoting (LAPACK sgesv_).
+// ValueError when A is singular.
+Tensor solve(const Tensor& A, const Tensor& B);

@@ -35,7 +35,7 @@ void Method::load_state(const std::map<std::string, Tensor>& tensors, const std:
 }
 
 void Method::merge(GPT&) {
-    throw ValueError(fmt::format("{} cannot be merged into the base weights (only LORA and IA3 can)", peft_type()));
+    throw ValueError(fmt::format("{} cannot be merged into the base weights (LORA, IA3, LOHA, LOKR, VERA and OFT can)", peft_type()));
 }
 void Method::unmerge(GPT& model) { merge(model); }
 

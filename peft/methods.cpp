@@ -12,6 +12,10 @@ std::unique_ptr<Method> make_method(const json& config, GPT& model, Rng& rng) {
     if (t == "PREFIX_TUNING") return make_prefix_tuning(config, model, rng);
     if (t == "PROMPT_TUNING") return make_prompt_tuning(config, model, rng);
     if (t == "P_TUNING") return make_p_tuning(config, model, rng);
+    if (t == "LOHA") return make_loha(config, model, rng);
+    if (t == "LOKR") return make_lokr(config, model, rng);
+    if (t == "VERA") return make_vera(config, model, rng);
+    if (t == "OFT") return make_oft(config, model, rng);
     throw ValueError(fmt::format("unknown peft_type '{}'; supported: LORA, IA3, BOTTLENECK, PREFIX_TUNING, "
-                                 "PROMPT_TUNING, P_TUNING", t));
+                                 "PROMPT_TUNING, P_TUNING, LOHA, LOKR, VERA, OFT", t));
 }

@@ -12,6 +12,10 @@ std::unique_ptr<Method> make_bottleneck(const json& config, GPT& model, Rng& rng
 std::unique_ptr<Method> make_prefix_tuning(const json& config, GPT& model, Rng& rng);   // peft/prefix_tuning.cpp
 std::unique_ptr<Method> make_prompt_tuning(const json& config, GPT& model, Rng& rng);   // peft/prompt_tuning.cpp
 std::unique_ptr<Method> make_p_tuning(const json& config, GPT& model, Rng& rng);        // peft/p_tuning.cpp
+std::unique_ptr<Method> make_loha(const json& config, GPT& model, Rng& rng);            // peft/loha.cpp
+std::unique_ptr<Method> make_lokr(const json& config, GPT& model, Rng& rng);            // peft/lokr.cpp
+std::unique_ptr<Method> make_vera(const json& config, GPT& model, Rng& rng);            // peft/vera.cpp
+std::unique_ptr<Method> make_oft(const json& config, GPT& model, Rng& rng);             // peft/oft.cpp
 
 // Builds a method from an adapter_config.json object (peft_type decides which). Unknown
 // peft_type -> ValueError listing the supported ones. Attaches to `model` (freezing it).

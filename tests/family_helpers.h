@@ -49,3 +49,57 @@ inline json method_config(const char* peft_type, const json& extra = json::objec
     c.update(extra);
     return c;
 }
+
+// ---- the method contract, shared by the lessons of the LoRA family
+
+// With the method attached and active at init, the logits are the base model's, bit for bit.
+inline void check_identity_at_init(const json& config) {
+    auto m = lesson_model();
+    const std::vector<float> base = logits_of(*m);
+    Rng rng(21);
+    PeftModel pm(*m);
+    pm.add("default", make_method(config, *m, rng));
+    CHECK(logits_of(*m) == base);
+}
+
+// 40 AdamW steps lower the loss below `ratio` × the first; the base gets no gradient buffer and
+// stays bit for bit the same.
+inline void check_training(const json& config, float ratio = 0.9f, float lr = 1e-2f) {
+    auto m = lesson_model();
+    const uint64_t before = base_checksum(*m);
+    Rng rng(22);
+    PeftModel pm(*m);
+    pm.add("default", make_method(config, *m, rng));
+    std::vector<float> losses = train_method(*m, *pm.active(), 40, lr);
+    CHECK(losses.back() < ratio * losses.front());
+    CHECK(base_has_no_grads(*m));
+    CHECK(base_checksum(*m) == before);
+}
+
+// Merged logits equal the unmerged ones (to float rounding), and unmerge restores W bit for bit;
+// save → load into a fresh base gives the same logits bit for bit.
+inline void check_merge_and_files(const json& config) {
+    auto m = lesson_model();
+    Rng rng(23);
+    PeftModel pm(*m);
+    pm.add("default", make_method(config, *m, rng));
+    Method& method = *pm.active();
+    randomize(method, rng, 0.2f);
+    const std::vector<float> adapted = logits_of(*m);
+    CHECK(adapted != logits_of(*lesson_model()));   // the adapter does change the model
+    const uint64_t base = base_checksum(*m);
+    method.merge(*m);
+    CHECK(m->h[0].attn.q_proj.wrap == nullptr);
+    std::string why;
+    CHECK_MESSAGE(allclose(logits_of(*m), std::vector<double>(adapted.begin(), adapted.end()), 1e-5, 1e-5, &why), why);
+    method.unmerge(*m);
+    CHECK(base_checksum(*m) == base);
+    CHECK(logits_of(*m) == adapted);
+    TempDir dir;
+    save_adapter(dir.path, method, *m);
+    auto m2 = lesson_model();
+    Rng other(999);
+    PeftModel pm2(*m2);
+    pm2.add("default", load_adapter(dir.path, *m2, other));
+    CHECK(logits_of(*m2) == adapted);
+}

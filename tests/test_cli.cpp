@@ -131,7 +131,7 @@ TEST_CASE("cli: an adapter_config.json key this program does not know is a warni
 
 TEST_CASE("cli: merging a prefix adapter exits 1 saying it cannot be merged") {
     expect_error("merge --model base/model.safetensors --adapter prefix --out merged.safetensors --threads 1",
-                 "PREFIX_TUNING adapters cannot be merged into the base weights (only LORA and IA3 can)");
+                 "PREFIX_TUNING adapters cannot be merged into the base weights (LORA, IA3, LOHA, LOKR, VERA and OFT can)");
     CHECK(!fs::exists(ws().dir + "/merged.safetensors"));
 }
 

@@ -162,7 +162,7 @@ TEST_CASE("issue item 7: --threads beyond the cores is capped and said; the conf
 TEST_CASE("issue item 8: an option of another method is refused, naming the method it belongs to") {
     Run r = peft(std::string("train --base base/model.safetensors --method prefix --r 4 --data t.tsv --out m8 ") + kQuick);
     CHECK(r.code == 1);
-    one_error_line(r, "--r is an option of --method lora; --method prefix does not use it");
+    one_error_line(r, "--r is an option of --method lora or loha or lokr or vera or oft; --method prefix does not use it");
     r = peft(std::string("train --base base/model.safetensors --method lora --placement pfeiffer --data t.tsv --out m8 ") + kQuick);
     CHECK(r.code == 1);
     one_error_line(r, "--placement is an option of --method adapter; --method lora does not use it");

@@ -13,6 +13,12 @@ const std::vector<MethodDefaults>& method_defaults_table() {
         {"prefix",  1e-1,   800},
         {"prompt",  3e-1,   800},
         {"ptuning", 1e-2,   800},
+        // The LoRA family (DoRA and PiSSA are --method lora): not swept as above; LoRA's rate
+        // where the update has LoRA's size, IA³'s order for VeRA's one vector per output.
+        {"loha",    1e-2,   800},
+        {"lokr",    1e-2,   800},
+        {"vera",    1e-1,   800},
+        {"oft",     1e-2,   800},
     };
     return rows;
 }

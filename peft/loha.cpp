@@ -1,0 +1,97 @@
+// peft/loha.cpp — LoHa: the update is the Hadamard (elementwise) product of two low-rank products,
+//     ΔW = s · (W1a W1b) ⊙ (W2a W2b),   W1a, W2a: (out, r),  W1b, W2b: (r, in),  s = alpha / r
+// (Hyeon-Woo et al. 2022, "FedPara: Low-Rank Hadamard Product for Communication-Efficient
+// Federated Learning"; in LyCORIS for diffusion models). Each product has rank ≤ r, but their
+// elementwise product can reach rank r²: a higher-rank update for 2·r·(in + out) numbers, twice
+// LoRA's count at the same r.
+//
+// Init as HF PEFT (init_weights true): W1a, W1b, W2a ~ kaiming-uniform(a = √5), i.e.
+// U(−1/√fan_in, 1/√fan_in) with fan_in the tensor's second size, and W2b = 0, so ΔW = 0 and the
+// model starts as the base, bit for bit (x·0 = 0, y + 0 = y). init_weights false draws W2b as well.
+//
+// Forward, merge and dropouts are lycoris.h's: y = x Wᵀ + b + x ΔWᵀ, ΔW built with engine ops
+// (matmul, mul, scale), so autograd carries its gradient back into the four factors.
+// Saved as HF: "base_model.model.<module>.hada_w1_a" [out, r], "hada_w1_b" [r, in], "hada_w2_a"
+// [out, r], "hada_w2_b" [r, in] (HF's ParameterDict keys have no ".weight").
+#include <cmath>
+#include "lycoris.h"
+
+struct LohaConfig {
+    int64_t r = 8;               // rank of each factor pair, e.g. 8
+    double alpha = 8;            // scale numerator, e.g. 8: s = alpha / r
+    double rank_dropout = 0;     // drop rows of ΔW while training, e.g. 0.1
+    double module_dropout = 0;   // skip a module's update while training, e.g. 0.1
+    bool init_weights = true;    // W2b = 0 (identity at init), e.g. true
+    std::vector<std::string> target_modules{"q_proj", "v_proj"};
+
+    static LohaConfig from_json(const json& j) {
+        LohaConfig c;
+        ConfigReader f(j, "LOHA");
+        c.r = f.integer("r", c.r, 1, 65536);
+        c.alpha = f.positive_number("alpha", c.alpha);
+        c.rank_dropout = f.probability("rank_dropout", c.rank_dropout);
+        c.module_dropout = f.probability("module_dropout", c.module_dropout);
+        c.init_weights = f.boolean("init_weights", c.init_weights);
+        c.target_modules = f.names("target_modules", c.target_modules, false);
+        f.boolean("use_effective_conv2d", false);   // for Conv2d layers only: nothing to do on a Linear
+        f.only("task_type", "CAUSAL_LM", "the models here are \"CAUSAL_LM\"");
+        f.refuse({"layers_to_transform", "modules_to_save", "rank_pattern", "alpha_pattern", "exclude_modules"});
+        f.done();
+        return c;
+    }
+    json to_json() const {
+        return {{"r", r}, {"alpha", alpha}, {"rank_dropout", rank_dropout}, {"module_dropout", module_dropout},
+                {"init_weights", init_weights}, {"use_effective_conv2d", false}, {"target_modules", target_modules},
+                {"task_type", "CAUSAL_LM"}, {"inference_mode", true}};
+    }
+};
+
+class Loha : public DeltaWeightMethod {
+public:
+    Loha(const LohaConfig& c, GPT& model, Rng& rng)
+        : DeltaWeightMethod(model, {c.rank_dropout, c.module_dropout, true}), cfg_(c) {
+        auto matched = match_targets(model, c.target_modules);
+        model.params.freeze_all();
+        auto kaiming = [&rng](const Shape& s) {   // U(−1/√fan_in, 1/√fan_in), fan_in = s[1]
+            const float bound = 1.f / std::sqrt(float(s[1]));
+            return Tensor::uniform(s, rng, -bound, bound);
+        };
+        for (auto& [name, lin] : matched) {
+            const int64_t r = c.r;
+            Factors t{kaiming({lin->out, r}), kaiming({r, lin->in}), kaiming({lin->out, r}),
+                      c.init_weights ? Tensor::zeros({r, lin->in}) : kaiming({r, lin->in})};
+            const std::string key = "base_model.model." + name;
+            params.add(key + ".hada_w1_a", t.w1a);
+            params.add(key + ".hada_w1_b", t.w1b);
+            params.add(key + ".hada_w2_a", t.w2a);
+            params.add(key + ".hada_w2_b", t.w2b);
+            targets_.push_back(t);
+            add_target(lin);
+        }
+    }
+    std::string peft_type() const override { return "LOHA"; }
+    json config_json() const override { return cfg_.to_json(); }
+    // 2·r·(in + out) per target.
+    int64_t expected_params(const GPTConfig& g) const override {
+        int64_t n = 0;
+        for (const LinearShape& l : linear_shapes(g))
+            if (target_matches(l.name, cfg_.target_modules)) n += 2 * cfg_.r * (l.in + l.out);
+        return n;
+    }
+
+private:
+    struct Factors {
+        Tensor w1a, w1b, w2a, w2b;
+    };
+    // ΔW = ((W1a W1b) ⊙ (W2a W2b)) · alpha / r, in HF's order.
+    Tensor delta_weight(size_t i) const override {
+        const Factors& t = targets_[i];
+        return scale(mul(matmul(t.w1a, t.w1b), matmul(t.w2a, t.w2b)), float(cfg_.alpha / double(cfg_.r)));
+    }
+    LohaConfig cfg_;
+    std::vector<Factors> targets_;
+};
+
+std::unique_ptr<Method> make_loha(const json& config, GPT& model, Rng& rng) {
+    return std::make_unique<Loha>(LohaConfig::from_json(config), model, rng);
+}
