@@ -4,6 +4,7 @@
 #include <cmath>
 #include "engine/fileio.h"
 #include "engine/safetensors.h"
+#include "lora.h"
 #include "methods.h"
 
 static const char* kConfigFile = "adapter_config.json";
@@ -17,22 +18,35 @@ static int64_t first_nonfinite(const Tensor& t) {
     return -1;
 }
 
-int64_t save_adapter(const std::string& dir, const Method& m, const GPT& model) {
-    const NamedTensors state = m.state();
+// Writes adapter_model.safetensors, then adapter_config.json (each atomically); returns the
+// safetensors file size.
+static int64_t write_adapter(const std::string& dir, json cfg, const std::string& peft_type, const NamedTensors& state,
+                             const GPT& model) {
     for (const auto& [name, t] : state) {   // load_adapter would refuse the file
         const int64_t i = first_nonfinite(t);
         ENGINE_CHECK(i < 0, NumericError, "{}: not saved: tensor '{}' holds a non-finite value at index {}", dir, name, i);
     }
     make_dirs(dir);
-    json cfg = m.config_json();
-    cfg["peft_type"] = m.peft_type();
+    cfg["peft_type"] = peft_type;
     const std::string weights = dir + "/" + kWeightsFile;
     save_safetensors(weights, state,
-                     {{"format", "pt"}, {"peft_type", m.peft_type()}, {"base_model_config", model.config.to_json()}});
+                     {{"format", "pt"}, {"peft_type", peft_type}, {"base_model_config", model.config.to_json()}});
     atomic_write_file(dir + "/" + kConfigFile, cfg.dump(2) + "\n");
     struct stat st{};
     stat(weights.c_str(), &st);
     return int64_t(st.st_size);
+}
+
+int64_t save_adapter(const std::string& dir, const Method& m, const GPT& model) {
+    return write_adapter(dir, m.config_json(), m.peft_type(), m.state(), model);
+}
+
+bool save_converted_lora(const std::string& dir, const Method& m, const GPT& model) {
+    const json init = m.config_json().value("init_lora_weights", json(true));
+    if (m.peft_type() != "LORA" || !init.is_string() || !lora_init_mutates_base(init.get<std::string>())) return false;
+    const PlainLora plain = convert_to_plain_lora(m);
+    write_adapter(dir + "/converted_lora", plain.config, "LORA", plain.tensors, model);
+    return true;
 }
 
 std::unique_ptr<Method> load_adapter(const std::string& dir, GPT& model, Rng& rng) {

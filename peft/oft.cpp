@@ -64,7 +64,7 @@ Tensor oft_rotation(const Tensor& w, int64_t b, int64_t terms) {
         for (int64_t i = 0, t = 0; i < b; i++)
             for (int64_t j = i + 1; j < b; j++, t++) q[i * b + j] = w.data()[k * ne + t], q[j * b + i] = -w.data()[k * ne + t];
         if (terms > 0) {   // R = Σ c_p Q^p
-            std::vector<float> P(size_t(bb), 0.f), next(size_t(bb));
+            std::vector<float> P(static_cast<size_t>(bb), 0.f), next(static_cast<size_t>(bb));
             for (int64_t i = 0; i < b; i++) P[size_t(i * b + i)] = 1.f;
             for (size_t p = 0; p < c.size(); p++) {
                 for (int64_t e = 0; e < bb; e++) r[e] += c[p] * P[size_t(e)];
@@ -76,7 +76,7 @@ Tensor oft_rotation(const Tensor& w, int64_t b, int64_t terms) {
             for (int64_t i = 0; i < b; i++) I.data()[i * b + i] = 1.f;
             Tensor inv = solve(IpQ, I);
             std::copy(inv.data(), inv.data() + bb, M.data() + k * bb);
-            std::vector<float> ImQ(size_t(bb));
+            std::vector<float> ImQ(static_cast<size_t>(bb));
             for (int64_t e = 0; e < bb; e++) ImQ[size_t(e)] = (e % (b + 1) == 0 ? 1.f : 0.f) - q[e];
             small_mm(b, ImQ.data(), false, inv.data(), false, r);
         }
@@ -85,7 +85,7 @@ Tensor oft_rotation(const Tensor& w, int64_t b, int64_t terms) {
     record(R, "oft_rotation", {w}, [Qs, Rs, Ms, c, n, b, ne, bb, terms](const Tensor& dR, Grads& g) {
         // dQ from dR, then dw[t] = dQ[i, j] − dQ[j, i] for the t-th upper-triangle entry (i, j).
         GradBuf dw = g.buf(0);
-        std::vector<float> dQ(size_t(bb)), T1(size_t(bb)), T2(size_t(bb));
+        std::vector<float> dQ(static_cast<size_t>(bb)), T1(static_cast<size_t>(bb)), T2(static_cast<size_t>(bb));
         for (int64_t k = 0; k < n; k++) {
             const float *q = Qs.data() + k * bb, *dr = dR.data() + k * bb;
             std::fill(dQ.begin(), dQ.end(), 0.f);
@@ -248,7 +248,7 @@ public:
         Tensor R = oft_rotation(t.weight, t.b, cfg_.use_cayley_neumann ? cfg_.num_cayley_neumann_terms : 0);
         const int64_t n = R.size(0), bb = t.b * t.b;
         if (training && cfg_.module_dropout > 0 && n > 1) {   // int(p·n) random blocks become I
-            std::vector<int64_t> order(size_t(n));
+            std::vector<int64_t> order(static_cast<size_t>(n));
             for (int64_t k = 0; k < n; k++) order[size_t(k)] = k;
             for (int64_t k = n - 1; k > 0; k--) std::swap(order[size_t(k)], order[dropout_rng_->below(uint64_t(k + 1))]);
             Tensor keep = Tensor::full(R.shape(), 1.f), eye = Tensor::zeros(R.shape());

@@ -84,7 +84,7 @@ TEST_CASE("lokr: the module output is x (W + ΔW)ᵀ + b with HF's ΔW = s·kron
 }
 
 TEST_CASE("lokr: training lowers the loss; the base gets no gradient and stays bit-for-bit the same") {
-    check_training(method_config("LOKR"));
+    check_training(method_config("LOKR"), 0.95f);
 }
 
 TEST_CASE("lokr: merge equals the adapted forward, unmerge is exact, and files round-trip") {

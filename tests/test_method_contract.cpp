@@ -34,6 +34,15 @@ const std::vector<MethodRow>& methods() {
         {"ptuning-mlp", {{"peft_type", "P_TUNING"}, {"num_virtual_tokens", 4}, {"encoder_hidden_size", 8}}},
         {"ptuning-lstm", {{"peft_type", "P_TUNING"}, {"num_virtual_tokens", 4}, {"encoder_hidden_size", 8},
                           {"encoder_reparameterization_type", "LSTM"}}},
+        // The LoRA family. (PiSSA / OLoRA are not here: they put the residual W − s·BA into the
+        // base while active, by design; tests/test_lora_init.cpp checks that deactivating restores W.)
+        {"dora", {{"peft_type", "LORA"}, {"r", 4}, {"use_dora", true}}},
+        {"loha", {{"peft_type", "LOHA"}, {"r", 2}}},
+        {"lokr", {{"peft_type", "LOKR"}, {"r", 1}, {"decompose_both", true}}},
+        {"vera", {{"peft_type", "VERA"}, {"r", 8}}},
+        {"vera-regenerated", {{"peft_type", "VERA"}, {"r", 8}, {"save_projection", false}}},
+        {"oft", {{"peft_type", "OFT"}, {"oft_block_size", 4}}},
+        {"oft-cayley", {{"peft_type", "OFT"}, {"r", 2}, {"oft_block_size", 0}, {"use_cayley_neumann", false}}},
     };
     return rows;
 }

@@ -24,8 +24,10 @@ void save_run(const std::string& dir, const Trainer& trainer, const GPT& model, 
         for (const Param& p : method->params.all()) state.push_back({kParamPrefix + p.name, p.tensor});
     if (!settings.is_null()) meta["peft.run_settings"] = settings.dump();
     save_safetensors(run_files::optimizer(dir), state, meta);
-    if (method) save_adapter(dir, *method, model);
-    else save_checkpoint(run_files::model(dir), model, tok, meta);
+    if (method) {
+        save_adapter(dir, *method, model);
+        save_converted_lora(dir, *method, model);   // PiSSA / OLoRA: also as a plain LoRA (converted_lora/)
+    } else save_checkpoint(run_files::model(dir), model, tok, meta);
 }
 
 void load_run(const std::string& dir, Trainer& trainer, Method* method) {
