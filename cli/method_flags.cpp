@@ -35,7 +35,7 @@ void MethodFlags::add(CLI::App& cmd) {
     g->add_flag("--coft", coft, "OFT: constrained OFT, |Q| <= eps");
     add_number(g, "--eps", eps, "OFT: COFT radius");
     g->add_option("--target_modules", target_modules, "module names (default: LoRA and its family q_proj,v_proj, or c_attn on gpt2; IA3 k_proj,v_proj,fc_out)")->delimiter(',');
-    g->add_option("--layers_to_transform", layers_to_transform, "LoRA: only these blocks, e.g. 2,3")
+    g->add_option("--layers_to_transform", layers_to_transform, "LoRA and its family: only these blocks, e.g. 2,3")
         ->delimiter(',')
         ->transform(CLI::Validator([](std::string& text) { return strict_number(text, int64_t(0), int64_t(1) << 20); },
                                    "", "number"));
@@ -119,6 +119,7 @@ nlohmann::json MethodFlags::to_config(const CLI::App& cmd, const Tokenizer& tok)
         c["peft_type"] = method == "loha" ? "LOHA" : method == "lokr" ? "LOKR" : method == "vera" ? "VERA" : "OFT";
         set_if_given("--r", "r", r);
         set_if_given("--target_modules", "target_modules", target_modules);
+        set_if_given("--layers_to_transform", "layers_to_transform", layers_to_transform);
         if (method == "loha" || method == "lokr") {
             set_if_given("--alpha", "alpha", alpha);
             set_if_given("--rank_dropout", "rank_dropout", rank_dropout);

@@ -15,6 +15,7 @@
 // [out, r], "hada_w2_b" [r, in] (HF's ParameterDict keys have no ".weight").
 #include <cmath>
 #include "lycoris.h"
+#include "targets.h"
 
 struct LohaConfig {
     int64_t r = 8;               // rank of each factor pair, e.g. 8
@@ -22,9 +23,13 @@ struct LohaConfig {
     double rank_dropout = 0;     // drop rows of ΔW while training, e.g. 0.1
     double module_dropout = 0;   // skip a module's update while training, e.g. 0.1
     bool init_weights = true;    // W2b = 0 (identity at init), e.g. true
-    std::vector<std::string> target_modules{"q_proj", "v_proj"};
+    Targeting targets;           // target_modules, exclude_modules, layers_to_transform, rank_pattern,
+                                 // alpha_pattern, modules_to_save (targets.h)
 
-    static LohaConfig from_json(const json& j) {
+    int64_t rank(const std::string& name) const { return targets.rank(name, r); }
+    float scaling(const std::string& name) const { return float(targets.alpha(name, alpha) / double(rank(name))); }
+
+    static LohaConfig from_json(const json& j, const GPTConfig& model) {
         LohaConfig c;
         ConfigReader f(j, "LOHA");
         c.r = f.integer("r", c.r, 1, 65536);
@@ -32,17 +37,18 @@ struct LohaConfig {
         c.rank_dropout = f.probability("rank_dropout", c.rank_dropout);
         c.module_dropout = f.probability("module_dropout", c.module_dropout);
         c.init_weights = f.boolean("init_weights", c.init_weights);
-        c.target_modules = f.names("target_modules", c.target_modules, false);
+        c.targets = Targeting::read(f, default_targets(model), {true, true, false});
         f.boolean("use_effective_conv2d", false);   // for Conv2d layers only: nothing to do on a Linear
         f.only("task_type", "CAUSAL_LM", "the models here are \"CAUSAL_LM\"");
-        f.refuse({"layers_to_transform", "modules_to_save", "rank_pattern", "alpha_pattern", "exclude_modules"});
         f.done();
         return c;
     }
     json to_json() const {
-        return {{"r", r}, {"alpha", alpha}, {"rank_dropout", rank_dropout}, {"module_dropout", module_dropout},
-                {"init_weights", init_weights}, {"use_effective_conv2d", false}, {"target_modules", target_modules},
-                {"task_type", "CAUSAL_LM"}, {"inference_mode", true}};
+        json j = {{"r", r}, {"alpha", alpha}, {"rank_dropout", rank_dropout}, {"module_dropout", module_dropout},
+                  {"init_weights", init_weights}, {"use_effective_conv2d", false}, {"task_type", "CAUSAL_LM"},
+                  {"inference_mode", true}};
+        targets.write(j);
+        return j;
     }
 };
 
@@ -50,48 +56,52 @@ class Loha : public DeltaWeightMethod {
 public:
     Loha(const LohaConfig& c, GPT& model, Rng& rng)
         : DeltaWeightMethod(model, {c.rank_dropout, c.module_dropout, true}), cfg_(c) {
-        auto matched = match_targets(model, c.target_modules);
+        auto matched = resolve_targets(c.targets, model);   // first: a bad name changes nothing
         model.params.freeze_all();
         auto kaiming = [&rng](const Shape& s) {   // U(−1/√fan_in, 1/√fan_in), fan_in = s[1]
             const float bound = 1.f / std::sqrt(float(s[1]));
             return Tensor::uniform(s, rng, -bound, bound);
         };
+        std::vector<std::string> names;
         for (auto& [name, lin] : matched) {
-            const int64_t r = c.r;
+            const int64_t r = c.rank(name);
             Factors t{kaiming({lin->out, r}), kaiming({r, lin->in}), kaiming({lin->out, r}),
-                      c.init_weights ? Tensor::zeros({r, lin->in}) : kaiming({r, lin->in})};
+                      c.init_weights ? Tensor::zeros({r, lin->in}) : kaiming({r, lin->in}), c.scaling(name)};
             const std::string key = "base_model.model." + name;
             params.add(key + ".hada_w1_a", t.w1a);
             params.add(key + ".hada_w1_b", t.w1b);
             params.add(key + ".hada_w2_a", t.w2a);
             params.add(key + ".hada_w2_b", t.w2b);
             targets_.push_back(t);
+            names.push_back(name);
             add_target(lin);
         }
+        saved_.attach(c.targets, model, names, params);   // modules_to_save (saved_modules.h)
     }
     std::string peft_type() const override { return "LOHA"; }
     json config_json() const override { return cfg_.to_json(); }
-    // 2·r·(in + out) per target.
+    // 2·r·(in + out) per target (r from rank_pattern where a key matches).
     int64_t expected_params(const GPTConfig& g) const override {
         int64_t n = 0;
         for (const LinearShape& l : linear_shapes(g))
-            if (target_matches(l.name, cfg_.target_modules)) n += 2 * cfg_.r * (l.in + l.out);
-        return n;
+            if (cfg_.targets.selects(l.name)) n += 2 * cfg_.rank(l.name) * (l.in + l.out);
+        return n + saved_modules_count(cfg_.targets, g, {});
     }
 
 private:
     struct Factors {
         Tensor w1a, w1b, w2a, w2b;
+        float s;   // alpha / r of this module
     };
     // ΔW = ((W1a W1b) ⊙ (W2a W2b)) · alpha / r, in HF's order.
     Tensor delta_weight(size_t i) const override {
         const Factors& t = targets_[i];
-        return scale(mul(matmul(t.w1a, t.w1b), matmul(t.w2a, t.w2b)), float(cfg_.alpha / double(cfg_.r)));
+        return scale(mul(matmul(t.w1a, t.w1b), matmul(t.w2a, t.w2b)), t.s);
     }
     LohaConfig cfg_;
     std::vector<Factors> targets_;
 };
 
 std::unique_ptr<Method> make_loha(const json& config, GPT& model, Rng& rng) {
-    return std::make_unique<Loha>(LohaConfig::from_json(config), model, rng);
+    return std::make_unique<Loha>(LohaConfig::from_json(config, model.config), model, rng);
 }

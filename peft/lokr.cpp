@@ -20,6 +20,7 @@
 #include <cmath>
 #include "engine/kernels.h"
 #include "lycoris.h"
+#include "targets.h"
 
 // y = a ⊗ b: a (p, q), b (m, n) -> (p·m, q·n), y[i·m + k, j·n + l] = a[i,j] · b[k,l].
 // Backward: da[i,j] = Σ_kl dy[i·m+k, j·n+l] b[k,l],  db[k,l] = Σ_ij dy[i·m+k, j·n+l] a[i,j].
@@ -68,9 +69,13 @@ struct LokrConfig {
     bool decompose_both = false;   // W1 low rank too, e.g. true
     int64_t decompose_factor = -1; // factorization's limit, −1 = near √dim, e.g. 4
     json init_weights = true;      // true, false or "lycoris"
-    std::vector<std::string> target_modules{"q_proj", "v_proj"};
+    Targeting targets;             // target_modules, exclude_modules, layers_to_transform, rank_pattern,
+                                   // alpha_pattern, modules_to_save (targets.h)
 
-    static LokrConfig from_json(const json& j) {
+    int64_t rank(const std::string& name) const { return targets.rank(name, r); }
+    float scaling(const std::string& name) const { return float(targets.alpha(name, alpha) / double(rank(name))); }
+
+    static LokrConfig from_json(const json& j, const GPTConfig& model) {
         LokrConfig c;
         ConfigReader f(j, "LOKR");
         c.r = f.integer("r", c.r, 1, 65536);
@@ -88,18 +93,19 @@ struct LokrConfig {
             if (v->is_boolean() || *v == "lycoris") c.init_weights = *v;
             else f.reject("init_weights", "true, false or \"lycoris\"");
         }
-        c.target_modules = f.names("target_modules", c.target_modules, false);
+        c.targets = Targeting::read(f, default_targets(model), {true, true, false});
         f.boolean("use_effective_conv2d", false);   // Conv2d only
         f.only("task_type", "CAUSAL_LM", "the models here are \"CAUSAL_LM\"");
-        f.refuse({"layers_to_transform", "modules_to_save", "rank_pattern", "alpha_pattern", "exclude_modules"});
         f.done();
         return c;
     }
     json to_json() const {
-        return {{"r", r}, {"alpha", alpha}, {"rank_dropout", rank_dropout}, {"module_dropout", module_dropout},
-                {"rank_dropout_scale", rank_dropout_scale}, {"decompose_both", decompose_both},
-                {"decompose_factor", decompose_factor}, {"init_weights", init_weights}, {"use_effective_conv2d", false},
-                {"target_modules", target_modules}, {"task_type", "CAUSAL_LM"}, {"inference_mode", true}};
+        json j = {{"r", r}, {"alpha", alpha}, {"rank_dropout", rank_dropout}, {"module_dropout", module_dropout},
+                  {"rank_dropout_scale", rank_dropout_scale}, {"decompose_both", decompose_both},
+                  {"decompose_factor", decompose_factor}, {"init_weights", init_weights}, {"use_effective_conv2d", false},
+                  {"task_type", "CAUSAL_LM"}, {"inference_mode", true}};
+        targets.write(j);
+        return j;
     }
 };
 
@@ -107,11 +113,11 @@ struct LokrConfig {
 struct LokrShapes {
     int64_t out_l, out_k, in_m, in_n;
     bool full_w1, full_w2;   // HF's use_w1, use_w2
-    LokrShapes(const LokrConfig& c, int64_t in, int64_t out) {
+    LokrShapes(const LokrConfig& c, int64_t r, int64_t in, int64_t out) {
         std::tie(in_m, in_n) = lokr_factorization(in, c.decompose_factor);
         std::tie(out_l, out_k) = lokr_factorization(out, c.decompose_factor);
-        full_w1 = !(c.decompose_both && double(c.r) < double(std::max(out_l, in_m)) / 2);
-        full_w2 = !(double(c.r) < double(std::max(out_k, in_n)) / 2);
+        full_w1 = !(c.decompose_both && double(r) < double(std::max(out_l, in_m)) / 2);
+        full_w2 = !(double(r) < double(std::max(out_k, in_n)) / 2);
     }
     int64_t count(int64_t r) const {
         return (full_w1 ? out_l * in_m : r * (out_l + in_m)) + (full_w2 ? out_k * in_n : r * (out_k + in_n));
@@ -122,31 +128,36 @@ class Lokr : public DeltaWeightMethod {
 public:
     Lokr(const LokrConfig& c, GPT& model, Rng& rng)
         : DeltaWeightMethod(model, {c.rank_dropout, c.module_dropout, c.rank_dropout_scale}), cfg_(c) {
-        auto matched = match_targets(model, c.target_modules);
+        auto matched = resolve_targets(c.targets, model);   // first: a bad name changes nothing
         model.params.freeze_all();
         const bool lycoris = c.init_weights == "lycoris", random = c.init_weights == false;
         auto init = [&rng](const Shape& s, bool zero) {   // zeros, or U(−1/√fan_in, 1/√fan_in)
             const float bound = 1.f / std::sqrt(float(s[1]));
             return zero ? Tensor::zeros(s) : Tensor::uniform(s, rng, -bound, bound);
         };
+        std::vector<std::string> names;
         for (auto& [name, lin] : matched) {
-            const LokrShapes sh(c, lin->in, lin->out);
+            const int64_t r = c.rank(name);
+            const LokrShapes sh(c, r, lin->in, lin->out);
             const std::string key = "base_model.model." + name;
             Factors t;
+            t.s = c.scaling(name);
             const bool zero_w1 = !lycoris && !random, zero_w2 = lycoris;
             if (sh.full_w1) params.add(key + ".lokr_w1", t.w1 = init({sh.out_l, sh.in_m}, zero_w1));
             else {
-                params.add(key + ".lokr_w1_a", t.w1a = init({sh.out_l, c.r}, zero_w1));
-                params.add(key + ".lokr_w1_b", t.w1b = init({c.r, sh.in_m}, false));
+                params.add(key + ".lokr_w1_a", t.w1a = init({sh.out_l, r}, zero_w1));
+                params.add(key + ".lokr_w1_b", t.w1b = init({r, sh.in_m}, false));
             }
             if (sh.full_w2) params.add(key + ".lokr_w2", t.w2 = init({sh.out_k, sh.in_n}, zero_w2));
             else {
-                params.add(key + ".lokr_w2_a", t.w2a = init({sh.out_k, c.r}, false));
-                params.add(key + ".lokr_w2_b", t.w2b = init({c.r, sh.in_n}, zero_w2));
+                params.add(key + ".lokr_w2_a", t.w2a = init({sh.out_k, r}, false));
+                params.add(key + ".lokr_w2_b", t.w2b = init({r, sh.in_n}, zero_w2));
             }
             targets_.push_back(t);
+            names.push_back(name);
             add_target(lin);
         }
+        saved_.attach(c.targets, model, names, params);   // modules_to_save (saved_modules.h)
     }
     std::string peft_type() const override { return "LOKR"; }
     json config_json() const override { return cfg_.to_json(); }
@@ -154,24 +165,28 @@ public:
     int64_t expected_params(const GPTConfig& g) const override {
         int64_t n = 0;
         for (const LinearShape& l : linear_shapes(g))
-            if (target_matches(l.name, cfg_.target_modules)) n += LokrShapes(cfg_, l.in, l.out).count(cfg_.r);
-        return n;
+            if (cfg_.targets.selects(l.name)) {
+                const int64_t r = cfg_.rank(l.name);
+                n += LokrShapes(cfg_, r, l.in, l.out).count(r);
+            }
+        return n + saved_modules_count(cfg_.targets, g, {});
     }
 
 private:
     struct Factors {
         Tensor w1, w1a, w1b, w2, w2a, w2b;   // w1 or (w1a, w1b); w2 or (w2a, w2b)
+        float s = 1;                         // alpha / r of this module
     };
     // ΔW = kron(W1, W2) · alpha / r, as HF's make_kron.
     Tensor delta_weight(size_t i) const override {
         const Factors& t = targets_[i];
         Tensor w1 = t.w1.defined() ? t.w1 : matmul(t.w1a, t.w1b), w2 = t.w2.defined() ? t.w2 : matmul(t.w2a, t.w2b);
-        return scale(kron(w1, w2), float(cfg_.alpha / double(cfg_.r)));
+        return scale(kron(w1, w2), t.s);
     }
     LokrConfig cfg_;
     std::vector<Factors> targets_;
 };
 
 std::unique_ptr<Method> make_lokr(const json& config, GPT& model, Rng& rng) {
-    return std::make_unique<Lokr>(LokrConfig::from_json(config), model, rng);
+    return std::make_unique<Lokr>(LokrConfig::from_json(config, model.config), model, rng);
 }

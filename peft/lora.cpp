@@ -159,14 +159,12 @@ struct LoraConfig {
     // HF field names and defaults; every bad value is reported in one ValueError (ConfigReader, peft/config_reader.h).
     static LoraConfig from_json(const json& j, const GPTConfig& model) {
         LoraConfig c;
-        const std::vector<std::string> default_targets =
-            model.model_type == "gpt2" ? std::vector<std::string>{"c_attn"} : std::vector<std::string>{"q_proj", "v_proj"};
         ConfigReader f(j, "LORA");
         c.fan_in_fan_out = f.fan_in_fan_out(model);
         c.r = f.integer("r", c.r, 1, kMaxRank);
         c.lora_alpha = f.positive_number("lora_alpha", c.lora_alpha);   // checked as the floats the op uses
         c.lora_dropout = f.probability("lora_dropout", c.lora_dropout);
-        c.targets = Targeting::read(f, default_targets, {});
+        c.targets = Targeting::read(f, default_targets(model), {});
         c.use_rslora = f.boolean("use_rslora", c.use_rslora);
         c.use_dora = f.boolean("use_dora", c.use_dora);
         if (const json* v = f.field("init_lora_weights")) {

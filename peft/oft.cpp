@@ -31,6 +31,7 @@
 #include "engine/linalg.h"
 #include "oft.h"
 #include "methods.h"
+#include "targets.h"
 
 // ---- the ops
 
@@ -156,9 +157,11 @@ struct OftConfig {
     bool use_cayley_neumann = true;   // truncated series (true) or the exact transform
     int64_t num_cayley_neumann_terms = 5;
     bool init_weights = true;         // Q = 0 (identity at init)
-    std::vector<std::string> target_modules{"q_proj", "v_proj"};
+    bool fan_in_fan_out = false;      // true on a gpt2 base (HF's Conv1D layout)
+    Targeting targets;                // target_modules, exclude_modules, layers_to_transform, modules_to_save,
+                                      // bias (targets.h)
 
-    static OftConfig from_json(const json& j) {
+    static OftConfig from_json(const json& j, const GPTConfig& model) {
         OftConfig c;
         ConfigReader f(j, "OFT");
         c.r = f.integer("r", c.r, 0, kMaxSize);
@@ -175,18 +178,19 @@ struct OftConfig {
         c.use_cayley_neumann = f.boolean("use_cayley_neumann", c.use_cayley_neumann);
         c.num_cayley_neumann_terms = f.integer("num_cayley_neumann_terms", c.num_cayley_neumann_terms, 1, 64);
         c.init_weights = f.boolean("init_weights", c.init_weights);
-        c.target_modules = f.names("target_modules", c.target_modules, false);
-        f.only("bias", "none", "only \"none\" (the base biases stay frozen)");
+        c.fan_in_fan_out = f.fan_in_fan_out(model);
+        c.targets = Targeting::read(f, default_targets(model), {true, false, true, "oft_only"});
         f.only("task_type", "CAUSAL_LM", "the models here are \"CAUSAL_LM\"");
-        f.refuse({"fan_in_fan_out", "layers_to_transform", "modules_to_save", "exclude_modules", "rank_pattern", "alpha_pattern"});
         f.done();
         return c;
     }
     json to_json() const {
-        return {{"r", r}, {"oft_block_size", oft_block_size}, {"module_dropout", module_dropout}, {"coft", coft},
-                {"eps", eps}, {"block_share", block_share}, {"use_cayley_neumann", use_cayley_neumann},
-                {"num_cayley_neumann_terms", num_cayley_neumann_terms}, {"init_weights", init_weights},
-                {"target_modules", target_modules}, {"bias", "none"}, {"task_type", "CAUSAL_LM"}, {"inference_mode", true}};
+        json j = {{"r", r}, {"oft_block_size", oft_block_size}, {"module_dropout", module_dropout}, {"coft", coft},
+                  {"eps", eps}, {"block_share", block_share}, {"use_cayley_neumann", use_cayley_neumann},
+                  {"num_cayley_neumann_terms", num_cayley_neumann_terms}, {"init_weights", init_weights},
+                  {"fan_in_fan_out", fan_in_fan_out}, {"bias", "none"}, {"task_type", "CAUSAL_LM"}, {"inference_mode", true}};
+        targets.write(j);
+        return j;
     }
     // The block size for a target with `in` inputs; ValueError naming the field when it does not divide.
     int64_t block_size(int64_t in, const std::string& module) const {
@@ -206,30 +210,35 @@ struct OftConfig {
 class Oft : public MergeableMethod {
 public:
     Oft(const OftConfig& c, GPT& model, Rng& rng) : MergeableMethod(model), cfg_(c), dropout_rng_(&model.dropout_rng) {
-        auto matched = match_targets(model, c.target_modules);
+        auto matched = resolve_targets(c.targets, model);   // first: a bad name changes nothing
         std::vector<int64_t> sizes;
         for (auto& [name, lin] : matched) sizes.push_back(c.block_size(lin->in, name));   // all checked first
         model.params.freeze_all();
+        std::vector<std::string> names;
         for (size_t k = 0; k < matched.size(); k++) {
             const auto& [name, lin] = matched[k];
             const int64_t b = sizes[k], rows = c.block_share ? 1 : lin->in / b;
             Target t{b, c.init_weights ? Tensor::zeros({rows, b * (b - 1) / 2}) : Tensor::randn({rows, b * (b - 1) / 2}, rng, 0.1f)};
             params.add("base_model.model." + name + ".oft_R.weight", t.weight);
             targets_.push_back(t);
+            names.push_back(name);
             add_target(lin);
         }
+        saved_.attach(c.targets, model, names, params);   // modules_to_save, bias (saved_modules.h)
     }
     std::string peft_type() const override { return "OFT"; }
     json config_json() const override { return cfg_.to_json(); }
     // Per target: (in / b, or 1 with block_share) · b(b−1)/2.
     int64_t expected_params(const GPTConfig& g) const override {
         int64_t n = 0;
+        std::vector<std::string> adapted;
         for (const LinearShape& l : linear_shapes(g))
-            if (target_matches(l.name, cfg_.target_modules)) {
+            if (cfg_.targets.selects(l.name)) {
                 const int64_t b = cfg_.block_size(l.in, l.name);
                 n += (cfg_.block_share ? 1 : l.in / b) * b * (b - 1) / 2;
+                adapted.push_back(l.name);
             }
-        return n;
+        return n + saved_modules_count(cfg_.targets, g, adapted);
     }
     // R of target i (n, b, b), with COFT's projection and module dropout applied as HF does.
     Tensor rotation(size_t i) const {
@@ -290,5 +299,5 @@ private:
 };
 
 std::unique_ptr<Method> make_oft(const json& config, GPT& model, Rng& rng) {
-    return std::make_unique<Oft>(OftConfig::from_json(config), model, rng);
+    return std::make_unique<Oft>(OftConfig::from_json(config, model.config), model, rng);
 }

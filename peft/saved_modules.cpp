@@ -53,7 +53,7 @@ std::vector<S> chosen(const std::vector<S>& all, const Targeting& t, const std::
         ENGINE_CHECK(any, ValueError, "`modules_to_save` = \"{}\" names no module of the model (e.g. ln_f, h.0.ln_1, mlp.fc_out)", e);
     }
     for (const S& s : all)
-        if (s.param == "bias" && (t.bias() == "all" || (t.bias() == "lora_only" &&
+        if (s.param == "bias" && (t.bias() == "all" || (t.bias_adapted_only() &&
                                   std::find(adapted.begin(), adapted.end(), s.module) != adapted.end())))
             add(s);
     return out;

@@ -146,7 +146,8 @@ Targeting Targeting::read(ConfigReader& f, const std::vector<std::string>& defau
         f.reject("modules_to_save", "a list of module names (e.g. [\"ln_f\"])");
     if (fields.bias) {
         t.bias_present_ = f.field("bias") != nullptr;
-        t.bias_ = f.choice("bias", "none", {"none", "all", "lora_only"}, "one of \"none\", \"all\", \"lora_only\"");
+        const std::string should = fmt::format("one of \"none\", \"all\", \"{}\"", fields.own_bias);
+        t.bias_ = f.choice("bias", "none", {"none", "all", fields.own_bias}, should.c_str());
     }
     return t;
 }
@@ -164,6 +165,11 @@ void Targeting::write(json& cfg) const {
 }
 
 // ---- resolving against the model
+
+std::vector<std::string> default_targets(const GPTConfig& model) {
+    if (model.model_type == "gpt2") return {"c_attn"};
+    return {"q_proj", "v_proj"};
+}
 
 std::vector<std::pair<std::string, Linear*>> resolve_targets(const Targeting& t, GPT& model) {
     const auto all = model.linears();

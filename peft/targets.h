@@ -40,6 +40,7 @@ public:
     // Which optional fields a method reads (IA³ has no layers or patterns; LoRA has all).
     struct Fields {
         bool layers = true, patterns = true, bias = true;
+        const char* own_bias = "lora_only";   // the method's name for "the adapted Linears' biases only"
     };
     // Reads the fields through `f`; `default_targets` stands when target_modules is absent.
     static Targeting read(ConfigReader& f, const std::vector<std::string>& default_targets, Fields fields);
@@ -57,6 +58,7 @@ public:
 
     const std::vector<std::string>& modules_to_save() const { return save_; }
     const std::string& bias() const { return bias_; }
+    bool bias_adapted_only() const { return bias_ != "none" && bias_ != "all"; }   // "lora_only", "oft_only", ...
     const nlohmann::json& target_modules() const { return targets_json_; }
 
 private:
@@ -88,6 +90,10 @@ private:
     bool bias_present_ = false;
     friend std::vector<std::pair<std::string, Linear*>> resolve_targets(const Targeting&, GPT&);
 };
+
+// HF's default target_modules of the Linear-wrapping methods: ["c_attn"] on a gpt2 base, else
+// ["q_proj", "v_proj"].
+std::vector<std::string> default_targets(const GPTConfig& model);
 
 // The Linears a Targeting selects, in model order, minus the modules_to_save (HF never puts an
 // adapter on a module it saves whole). Throws one ValueError naming the field and value when a

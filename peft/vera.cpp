@@ -24,6 +24,7 @@
 #include <cstring>
 #include "engine/blas.h"
 #include "methods.h"
+#include "targets.h"
 
 struct VeraConfig {
     int64_t r = 256;                 // rows of A / columns of B, shared: e.g. 256
@@ -31,9 +32,11 @@ struct VeraConfig {
     bool save_projection = true;     // store A and B in the file, e.g. true
     double vera_dropout = 0;         // dropout on the branch input while training, e.g. 0.1
     double d_initial = 0.1;          // initial λ_d, e.g. 0.1
-    std::vector<std::string> target_modules{"q_proj", "v_proj"};
+    bool fan_in_fan_out = false;     // true on a gpt2 base (HF's Conv1D layout)
+    Targeting targets;               // target_modules, exclude_modules, layers_to_transform, modules_to_save,
+                                     // bias (targets.h); no rank_pattern: one r is shared by all layers
 
-    static VeraConfig from_json(const json& j) {
+    static VeraConfig from_json(const json& j, const GPTConfig& model) {
         VeraConfig c;
         ConfigReader f(j, "VERA");
         c.r = f.integer("r", c.r, 1, 65536);
@@ -47,18 +50,19 @@ struct VeraConfig {
             if (v->is_number() && std::isfinite(v->get<double>()) && std::fabs(v->get<double>()) < 1e30) c.d_initial = v->get<double>();
             else f.reject("d_initial", "a finite number");
         }
-        c.target_modules = f.names("target_modules", c.target_modules, false);
-        f.only("bias", "none", "only \"none\" (the base biases stay frozen)");
+        c.fan_in_fan_out = f.fan_in_fan_out(model);
+        c.targets = Targeting::read(f, default_targets(model), {true, false, true, "vera_only"});
         f.only("init_weights", true, "only true (λ_b = 0, λ_d = d_initial)");
         f.only("task_type", "CAUSAL_LM", "the models here are \"CAUSAL_LM\"");
-        f.refuse({"fan_in_fan_out", "layers_to_transform", "modules_to_save"});
         f.done();
         return c;
     }
     json to_json() const {
-        return {{"r", r}, {"projection_prng_key", projection_prng_key}, {"save_projection", save_projection},
-                {"vera_dropout", vera_dropout}, {"d_initial", d_initial}, {"target_modules", target_modules},
-                {"bias", "none"}, {"init_weights", true}, {"task_type", "CAUSAL_LM"}, {"inference_mode", true}};
+        json j = {{"r", r}, {"projection_prng_key", projection_prng_key}, {"save_projection", save_projection},
+                  {"vera_dropout", vera_dropout}, {"d_initial", d_initial}, {"fan_in_fan_out", fan_in_fan_out},
+                  {"bias", "none"}, {"init_weights", true}, {"task_type", "CAUSAL_LM"}, {"inference_mode", true}};
+        targets.write(j);
+        return j;
     }
 };
 
@@ -74,17 +78,20 @@ static std::pair<Tensor, Tensor> vera_projections(uint64_t key, int64_t r, int64
 class Vera : public MergeableMethod {
 public:
     Vera(const VeraConfig& c, GPT& model) : MergeableMethod(model), cfg_(c), dropout_rng_(&model.dropout_rng) {
-        auto matched = match_targets(model, c.target_modules);
+        auto matched = resolve_targets(c.targets, model);   // first: a bad name changes nothing
         model.params.freeze_all();
         for (auto& [name, lin] : matched) max_in_ = std::max(max_in_, lin->in), max_out_ = std::max(max_out_, lin->out);
         std::tie(A_, B_) = vera_projections(c.projection_prng_key, c.r, max_in_, max_out_);
+        std::vector<std::string> names;
         for (auto& [name, lin] : matched) {
-            Target t{lin->in, lin->out, Tensor::zeros({lin->out}), Tensor::full({c.r}, float(c.d_initial))};
+            Target t{lin->in, lin->out, Tensor::zeros({lin->out}), Tensor::full({c.r}, float(c.d_initial)), Tensor(), Tensor()};
             params.add("base_model.model." + name + ".vera_lambda_b", t.lambda_b);
             params.add("base_model.model." + name + ".vera_lambda_d", t.lambda_d);
             targets_.push_back(t);
+            names.push_back(name);
             add_target(lin);
         }
+        saved_.attach(c.targets, model, names, params);   // modules_to_save, bias (saved_modules.h)
         slice();
     }
     std::string peft_type() const override { return "VERA"; }
@@ -92,9 +99,10 @@ public:
     // out + r per target (A and B are frozen and shared).
     int64_t expected_params(const GPTConfig& g) const override {
         int64_t n = 0;
+        std::vector<std::string> adapted;
         for (const LinearShape& l : linear_shapes(g))
-            if (target_matches(l.name, cfg_.target_modules)) n += l.out + cfg_.r;
-        return n;
+            if (cfg_.targets.selects(l.name)) n += l.out + cfg_.r, adapted.push_back(l.name);
+        return n + saved_modules_count(cfg_.targets, g, adapted);
     }
     NamedTensors state() const override {
         NamedTensors s = Method::state();
@@ -173,5 +181,5 @@ private:
 };
 
 std::unique_ptr<Method> make_vera(const json& config, GPT& model, Rng& /*rng: A, B come from projection_prng_key*/) {
-    return std::make_unique<Vera>(VeraConfig::from_json(config), model);
+    return std::make_unique<Vera>(VeraConfig::from_json(config, model.config), model);
 }
