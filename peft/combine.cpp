@@ -5,6 +5,7 @@
 #include <cstring>
 #include <map>
 #include "engine/blas.h"
+#include "engine/linalg.h"
 #include "lora.h"
 #include "methods.h"
 
@@ -65,31 +66,6 @@ std::vector<float> merge_task_tensors(const std::string& type, const std::vector
         out[j] = float(s / std::max(agree, 1));
     }
     return out;
-}
-
-// ---- SVD from the LAPACK inside OpenBLAS
-
-extern "C" void sgesdd_(const char* jobz, const int* m, const int* n, float* a, const int* lda, float* s, float* u,
-                        const int* ldu, float* vt, const int* ldvt, float* work, const int* lwork, int* iwork, int* info,
-                        size_t jobz_len);
-
-// M row-major (m, n) = U diag(S) Vh with U (m, k), Vh (k, n), k = min(m, n). LAPACK is
-// column-major, so it sees Mᵀ (n × m) = V S Uᵀ: its "U" (n × k, column-major) is our Vh read
-// row-major, and its "VT" (k × m) our U. No transposes are copied.
-static void svd(std::vector<float> M, int m, int n, std::vector<float>& U, std::vector<float>& S, std::vector<float>& Vh) {
-    const int k = std::min(m, n), lda = n, ldu = n, ldvt = k;
-    U.assign(size_t(m) * size_t(k), 0.f);
-    S.assign(size_t(k), 0.f);
-    Vh.assign(size_t(k) * size_t(n), 0.f);
-    std::vector<int> iwork(size_t(8 * k));
-    int info = 0, lwork = -1;
-    float query = 0;
-    sgesdd_("S", &n, &m, M.data(), &lda, S.data(), Vh.data(), &ldu, U.data(), &ldvt, &query, &lwork, iwork.data(), &info, 1);
-    lwork = int(query) + 1;
-    std::vector<float> work(static_cast<size_t>(lwork));
-    sgesdd_("S", &n, &m, M.data(), &lda, S.data(), Vh.data(), &ldu, U.data(), &ldvt, work.data(), &lwork, iwork.data(),
-            &info, 1);
-    ENGINE_CHECK(info == 0, ValueError, "svd: LAPACK sgesdd failed (info {}) on a {}x{} matrix", info, m, n);
 }
 
 // ---- combining
@@ -198,12 +174,12 @@ std::unique_ptr<Method> combine_adapters(const std::vector<const Method*>& adapt
                 row += r;
             }
         } else if (type == "svd") {
-            std::vector<float> U, S, Vh;
-            svd(exact, int(out_f), int(in_f), U, S, Vh);
-            const int64_t k = int64_t(S.size()), keep = std::min(R, k);
+            const Svd d = svd(Tensor::from(exact, {out_f, in_f}));   // LAPACK's sgesdd (engine/linalg.h)
+            const float *U = d.U.data(), *S = d.S.data(), *Vh = d.Vh.data();
+            const int64_t k = d.S.numel(), keep = std::min(R, k);
             for (int64_t c = 0; c < keep; c++) {
-                for (int64_t q = 0; q < out_f; q++) B2.data()[q * R + c] = U[size_t(q * k + c)] * S[size_t(c)];
-                for (int64_t j = 0; j < in_f; j++) A2.data()[c * in_f + j] = Vh[size_t(c * in_f + j)];
+                for (int64_t q = 0; q < out_f; q++) B2.data()[q * R + c] = U[q * k + c] * S[c];
+                for (int64_t j = 0; j < in_f; j++) A2.data()[c * in_f + j] = Vh[c * in_f + j];
             }
         } else {   // linear and the pruning types: A's and B's merged entry by entry, weights √(wᵢsᵢ)
             const int64_t r = ps[0].f.A.size(0);
