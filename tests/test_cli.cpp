@@ -90,7 +90,7 @@ TEST_CASE("cli: --config FILE.json sets flags through the same checks; the comma
 }
 
 TEST_CASE("cli: an unknown --method exits 2 listing the choices") {
-    expect_usage_error("train --data c.txt --out o --method qlora", "--method: qlora not in {full,lora,ia3,adapter,prefix,prompt,ptuning}");
+    expect_usage_error("train --data c.txt --out o --method qlora", "--method: qlora not in {full,lora,ia3,adapter,prefix,prompt,ptuning,loha,lokr,vera,oft}");
 }
 
 TEST_CASE("cli: a missing --data file exits 1 with one error line naming it") {
