@@ -86,11 +86,9 @@ public:
     // One number per output (or, for feed-forward targets, per input) of every target.
     // Defaults: C + C + 4C per layer.
     int64_t expected_params(const GPTConfig& g) const override {
-        int64_t n = 0;
-        for (const LinearShape& l : linear_shapes(g))
-            if (cfg_.targets.selects(l.name))
-                n += target_matches(l.name, cfg_.feedforward_modules) ? l.in : l.out;
-        return n + saved_modules_count(cfg_.targets, g, {});
+        return targeted_count(cfg_.targets, g, [this](const LinearShape& l) {
+            return target_matches(l.name, cfg_.feedforward_modules) ? l.in : l.out;
+        });
     }
 
 private:

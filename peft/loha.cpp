@@ -82,10 +82,7 @@ public:
     json config_json() const override { return cfg_.to_json(); }
     // 2·r·(in + out) per target (r from rank_pattern where a key matches).
     int64_t expected_params(const GPTConfig& g) const override {
-        int64_t n = 0;
-        for (const LinearShape& l : linear_shapes(g))
-            if (cfg_.targets.selects(l.name)) n += 2 * cfg_.rank(l.name) * (l.in + l.out);
-        return n + saved_modules_count(cfg_.targets, g, {});
+        return targeted_count(cfg_.targets, g, [this](const LinearShape& l) { return 2 * cfg_.rank(l.name) * (l.in + l.out); });
     }
 
 private:

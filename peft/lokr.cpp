@@ -163,13 +163,10 @@ public:
     json config_json() const override { return cfg_.to_json(); }
     // Per target: W1's numbers (out_l·in_m, or r·(out_l + in_m)) plus W2's (out_k·in_n, or r·(out_k + in_n)).
     int64_t expected_params(const GPTConfig& g) const override {
-        int64_t n = 0;
-        for (const LinearShape& l : linear_shapes(g))
-            if (cfg_.targets.selects(l.name)) {
-                const int64_t r = cfg_.rank(l.name);
-                n += LokrShapes(cfg_, r, l.in, l.out).count(r);
-            }
-        return n + saved_modules_count(cfg_.targets, g, {});
+        return targeted_count(cfg_.targets, g, [this](const LinearShape& l) {
+            const int64_t r = cfg_.rank(l.name);
+            return LokrShapes(cfg_, r, l.in, l.out).count(r);
+        });
     }
 
 private:

@@ -230,14 +230,9 @@ public:
     // r·(in + out) for every Linear the targets select (r from rank_pattern where a key matches),
     // and with DoRA one magnitude per output.
     int64_t expected_params(const GPTConfig& g) const override {
-        int64_t n = 0;
-        std::vector<std::string> adapted;
-        for (const LinearShape& l : linear_shapes(g))
-            if (cfg_.targets.selects(l.name)) {
-                n += cfg_.rank(l.name) * (l.in + l.out) + (cfg_.use_dora ? l.out : 0);
-                adapted.push_back(l.name);
-            }
-        return n + saved_modules_count(cfg_.targets, g, adapted);   // plus modules_to_save and bias
+        return targeted_count(cfg_.targets, g, [this](const LinearShape& l) {
+            return cfg_.rank(l.name) * (l.in + l.out) + (cfg_.use_dora ? l.out : 0);
+        });
     }
 
     // PiSSA / OLoRA: the residual goes in on activation and the original W comes back on

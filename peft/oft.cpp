@@ -230,15 +230,10 @@ public:
     json config_json() const override { return cfg_.to_json(); }
     // Per target: (in / b, or 1 with block_share) · b(b−1)/2.
     int64_t expected_params(const GPTConfig& g) const override {
-        int64_t n = 0;
-        std::vector<std::string> adapted;
-        for (const LinearShape& l : linear_shapes(g))
-            if (cfg_.targets.selects(l.name)) {
-                const int64_t b = cfg_.block_size(l.in, l.name);
-                n += (cfg_.block_share ? 1 : l.in / b) * b * (b - 1) / 2;
-                adapted.push_back(l.name);
-            }
-        return n + saved_modules_count(cfg_.targets, g, adapted);
+        return targeted_count(cfg_.targets, g, [this](const LinearShape& l) {
+            const int64_t b = cfg_.block_size(l.in, l.name);
+            return (cfg_.block_share ? 1 : l.in / b) * b * (b - 1) / 2;
+        });
     }
     // R of target i (n, b, b), with COFT's projection and module dropout applied as HF does.
     Tensor rotation(size_t i) const {

@@ -166,6 +166,17 @@ void Targeting::write(json& cfg) const {
 
 // ---- resolving against the model
 
+int64_t targeted_count(const Targeting& t, const GPTConfig& g, const std::function<int64_t(const LinearShape&)>& per_target) {
+    int64_t n = 0;
+    std::vector<std::string> adapted;
+    for (const LinearShape& l : linear_shapes(g))
+        if (t.selects(l.name)) {
+            n += per_target(l);
+            adapted.push_back(l.name);
+        }
+    return n + saved_modules_count(t, g, adapted);
+}
+
 std::vector<std::string> default_targets(const GPTConfig& model) {
     if (model.model_type == "gpt2") return {"c_attn"};
     return {"q_proj", "v_proj"};

@@ -25,6 +25,7 @@
 // a regex that does not compile; and, against the model, a regex or name that matches nothing,
 // a layer outside the model, a layers_pattern no module has.
 #pragma once
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -34,6 +35,7 @@
 #include "models/gpt.h"
 
 class ConfigReader;
+struct LinearShape;
 
 class Targeting {
 public:
@@ -94,6 +96,11 @@ private:
 // HF's default target_modules of the Linear-wrapping methods: ["c_attn"] on a gpt2 base, else
 // ["q_proj", "v_proj"].
 std::vector<std::string> default_targets(const GPTConfig& model);
+
+// A Linear-wrapping adapter's trainable count in closed form (for expected_params):
+// per_target(l) summed over the Linears of a model of config `g` that `t` selects, plus what
+// modules_to_save and bias add (saved_modules_count).
+int64_t targeted_count(const Targeting& t, const GPTConfig& g, const std::function<int64_t(const LinearShape&)>& per_target);
 
 // The Linears a Targeting selects, in model order, minus the modules_to_save (HF never puts an
 // adapter on a module it saves whole). Throws one ValueError naming the field and value when a

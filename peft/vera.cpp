@@ -98,11 +98,7 @@ public:
     json config_json() const override { return cfg_.to_json(); }
     // out + r per target (A and B are frozen and shared).
     int64_t expected_params(const GPTConfig& g) const override {
-        int64_t n = 0;
-        std::vector<std::string> adapted;
-        for (const LinearShape& l : linear_shapes(g))
-            if (cfg_.targets.selects(l.name)) n += l.out + cfg_.r, adapted.push_back(l.name);
-        return n + saved_modules_count(cfg_.targets, g, adapted);
+        return targeted_count(cfg_.targets, g, [this](const LinearShape& l) { return l.out + cfg_.r; });
     }
     NamedTensors state() const override {
         NamedTensors s = Method::state();

@@ -2,6 +2,7 @@
 // each test builds the adapted weight W' of one Linear from HF PEFT's formula with plain loops
 // in double, and compares the module's output with x W'ᵀ + b.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <vector>
 #include "peft_helpers.h"
@@ -17,6 +18,18 @@ inline Mat matmul_ref(const Mat& A, const Mat& B, int64_t m, int64_t k, int64_t 
         for (int64_t p = 0; p < k; p++)
             for (int64_t j = 0; j < n; j++) C[size_t(i * n + j)] += A[size_t(i * k + p)] * B[size_t(p * n + j)];
     return C;
+}
+
+// max |Mᵀ M − I| over the k columns of a row-major (rows, k) matrix: 0 for orthonormal columns.
+inline double orthonormality_error(const float* M, int64_t rows, int64_t k) {
+    double worst = 0;
+    for (int64_t a = 0; a < k; a++)
+        for (int64_t b = 0; b < k; b++) {
+            double dot = 0;
+            for (int64_t i = 0; i < rows; i++) dot += double(M[i * k + a]) * M[i * k + b];
+            worst = std::max(worst, std::fabs(dot - (a == b)));
+        }
+    return worst;
 }
 
 // y = x W'ᵀ + b for x (rows, in), W' (out, in), b (out) or undefined.

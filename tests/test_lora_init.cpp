@@ -12,18 +12,7 @@ TEST_SUITE("peft") {
 
 static const std::string kQ = "base_model.model.transformer.h.0.attn.q_proj";
 
-// max |Mᵀ M − I| over the k columns of a row-major (rows, k) matrix.
-static double orthonormality_error(const Tensor& M) {
-    const int64_t rows = M.size(0), k = M.size(1);
-    double worst = 0;
-    for (int64_t a = 0; a < k; a++)
-        for (int64_t b = 0; b < k; b++) {
-            double dot = 0;
-            for (int64_t i = 0; i < rows; i++) dot += double(M.data()[i * k + a]) * M.data()[i * k + b];
-            worst = std::max(worst, std::fabs(dot - (a == b)));
-        }
-    return worst;
-}
+static double orthonormality_error(const Tensor& M) { return ::orthonormality_error(M.data(), M.size(0), M.size(1)); }
 static Tensor transposed(const Tensor& M) {
     Tensor T = Tensor::empty({M.size(1), M.size(0)});
     for (int64_t i = 0; i < M.size(0); i++)

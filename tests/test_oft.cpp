@@ -10,15 +10,9 @@ static const std::string kQ = "base_model.model.transformer.h.0.attn.q_proj";
 
 // max |Rᵀ R − I| over every block of R (n, b, b).
 static double orthogonality_error(const Tensor& R) {
-    const int64_t n = R.size(0), b = R.size(1);
+    const int64_t b = R.size(1);
     double worst = 0;
-    for (int64_t k = 0; k < n; k++)
-        for (int64_t i = 0; i < b; i++)
-            for (int64_t j = 0; j < b; j++) {
-                double dot = 0;
-                for (int64_t t = 0; t < b; t++) dot += double(R.data()[k * b * b + t * b + i]) * R.data()[k * b * b + t * b + j];
-                worst = std::max(worst, std::fabs(dot - (i == j)));
-            }
+    for (int64_t k = 0; k < R.size(0); k++) worst = std::max(worst, orthonormality_error(R.data() + k * b * b, b, b));
     return worst;
 }
 
