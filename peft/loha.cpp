@@ -15,39 +15,21 @@
 // [out, r], "hada_w2_b" [r, in] (HF's ParameterDict keys have no ".weight").
 #include <cmath>
 #include "lycoris.h"
-#include "targets.h"
 
-struct LohaConfig {
-    int64_t r = 8;               // rank of each factor pair, e.g. 8
-    double alpha = 8;            // scale numerator, e.g. 8: s = alpha / r
-    double rank_dropout = 0;     // drop rows of ΔW while training, e.g. 0.1
-    double module_dropout = 0;   // skip a module's update while training, e.g. 0.1
-    bool init_weights = true;    // W2b = 0 (identity at init), e.g. true
-    Targeting targets;           // target_modules, exclude_modules, layers_to_transform, rank_pattern,
-                                 // alpha_pattern, modules_to_save (targets.h)
-
-    int64_t rank(const std::string& name) const { return targets.rank(name, r); }
-    float scaling(const std::string& name) const { return float(targets.alpha(name, alpha) / double(rank(name))); }
+struct LohaConfig : LycorisConfig {   // r, alpha, rank_dropout, module_dropout, targeting (lycoris.h)
+    bool init_weights = true;   // W2b = 0 (identity at init), e.g. true
 
     static LohaConfig from_json(const json& j, const GPTConfig& model) {
         LohaConfig c;
         ConfigReader f(j, "LOHA");
-        c.r = f.integer("r", c.r, 1, 65536);
-        c.alpha = f.positive_number("alpha", c.alpha);
-        c.rank_dropout = f.probability("rank_dropout", c.rank_dropout);
-        c.module_dropout = f.probability("module_dropout", c.module_dropout);
+        c.read(f, model);
         c.init_weights = f.boolean("init_weights", c.init_weights);
-        c.targets = Targeting::read(f, default_targets(model), {true, true, false});
-        f.boolean("use_effective_conv2d", false);   // for Conv2d layers only: nothing to do on a Linear
-        f.only("task_type", "CAUSAL_LM", "the models here are \"CAUSAL_LM\"");
         f.done();
         return c;
     }
     json to_json() const {
-        json j = {{"r", r}, {"alpha", alpha}, {"rank_dropout", rank_dropout}, {"module_dropout", module_dropout},
-                  {"init_weights", init_weights}, {"use_effective_conv2d", false}, {"task_type", "CAUSAL_LM"},
-                  {"inference_mode", true}};
-        targets.write(j);
+        json j = {{"init_weights", init_weights}};
+        write(j);
         return j;
     }
 };

@@ -20,7 +20,6 @@
 #include <cmath>
 #include "engine/kernels.h"
 #include "lycoris.h"
-#include "targets.h"
 
 // y = a ⊗ b: a (p, q), b (m, n) -> (p·m, q·n), y[i·m + k, j·n + l] = a[i,j] · b[k,l].
 // Backward: da[i,j] = Σ_kl dy[i·m+k, j·n+l] b[k,l],  db[k,l] = Σ_ij dy[i·m+k, j·n+l] a[i,j].
@@ -61,27 +60,16 @@ Tensor kron(const Tensor& a, const Tensor& b) {
     return y;
 }
 
-struct LokrConfig {
-    int64_t r = 8;                 // rank of W2 = W2a W2b (and W1 with decompose_both), e.g. 8
-    double alpha = 8;              // scale numerator: s = alpha / r, e.g. 8
-    double rank_dropout = 0, module_dropout = 0;   // lycoris.h, e.g. 0.1
-    bool rank_dropout_scale = false;               // rescale kept rows by 1 / kept fraction
-    bool decompose_both = false;   // W1 low rank too, e.g. true
-    int64_t decompose_factor = -1; // factorization's limit, −1 = near √dim, e.g. 4
-    json init_weights = true;      // true, false or "lycoris"
-    Targeting targets;             // target_modules, exclude_modules, layers_to_transform, rank_pattern,
-                                   // alpha_pattern, modules_to_save (targets.h)
-
-    int64_t rank(const std::string& name) const { return targets.rank(name, r); }
-    float scaling(const std::string& name) const { return float(targets.alpha(name, alpha) / double(rank(name))); }
+struct LokrConfig : LycorisConfig {   // r, alpha, rank_dropout, module_dropout, targeting (lycoris.h)
+    bool rank_dropout_scale = false;   // rescale kept rows by 1 / kept fraction
+    bool decompose_both = false;       // W1 low rank too, e.g. true
+    int64_t decompose_factor = -1;     // factorization's limit, −1 = near √dim, e.g. 4
+    json init_weights = true;          // true, false or "lycoris"
 
     static LokrConfig from_json(const json& j, const GPTConfig& model) {
         LokrConfig c;
         ConfigReader f(j, "LOKR");
-        c.r = f.integer("r", c.r, 1, 65536);
-        c.alpha = f.positive_number("alpha", c.alpha);
-        c.rank_dropout = f.probability("rank_dropout", c.rank_dropout);
-        c.module_dropout = f.probability("module_dropout", c.module_dropout);
+        c.read(f, model);
         c.rank_dropout_scale = f.boolean("rank_dropout_scale", c.rank_dropout_scale);
         c.decompose_both = f.boolean("decompose_both", c.decompose_both);
         if (const json* v = f.field("decompose_factor")) {
@@ -93,18 +81,13 @@ struct LokrConfig {
             if (v->is_boolean() || *v == "lycoris") c.init_weights = *v;
             else f.reject("init_weights", "true, false or \"lycoris\"");
         }
-        c.targets = Targeting::read(f, default_targets(model), {true, true, false});
-        f.boolean("use_effective_conv2d", false);   // Conv2d only
-        f.only("task_type", "CAUSAL_LM", "the models here are \"CAUSAL_LM\"");
         f.done();
         return c;
     }
     json to_json() const {
-        json j = {{"r", r}, {"alpha", alpha}, {"rank_dropout", rank_dropout}, {"module_dropout", module_dropout},
-                  {"rank_dropout_scale", rank_dropout_scale}, {"decompose_both", decompose_both},
-                  {"decompose_factor", decompose_factor}, {"init_weights", init_weights}, {"use_effective_conv2d", false},
-                  {"task_type", "CAUSAL_LM"}, {"inference_mode", true}};
-        targets.write(j);
+        json j = {{"rank_dropout_scale", rank_dropout_scale}, {"decompose_both", decompose_both},
+                  {"decompose_factor", decompose_factor}, {"init_weights", init_weights}};
+        write(j);
         return j;
     }
 };

@@ -31,6 +31,22 @@ void DeltaWeightMethod::merge_into(size_t i, Linear& lin) const {
     for (int64_t k = 0; k < d.numel(); k++) w[k] += d.data()[k];
 }
 
+void LycorisConfig::read(ConfigReader& f, const GPTConfig& model) {
+    r = f.integer("r", r, 1, 65536);
+    alpha = f.positive_number("alpha", alpha);
+    rank_dropout = f.probability("rank_dropout", rank_dropout);
+    module_dropout = f.probability("module_dropout", module_dropout);
+    targets = Targeting::read(f, default_targets(model), {true, true, false});   // HF's LyCORIS has no `bias`
+    f.boolean("use_effective_conv2d", false);   // for Conv2d layers only: nothing to do on a Linear
+    f.only("task_type", "CAUSAL_LM", "the models here are \"CAUSAL_LM\"");
+}
+
+void LycorisConfig::write(json& j) const {
+    j.update({{"r", r}, {"alpha", alpha}, {"rank_dropout", rank_dropout}, {"module_dropout", module_dropout},
+              {"use_effective_conv2d", false}, {"task_type", "CAUSAL_LM"}, {"inference_mode", true}});
+    targets.write(j);
+}
+
 std::pair<int64_t, int64_t> lokr_factorization(int64_t dimension, int64_t factor) {
     if (factor > 0 && dimension % factor == 0) return {factor, dimension / factor};
     if (factor == -1) factor = dimension;

@@ -11,6 +11,23 @@
 // Merge: W ← W + ΔW, computed as the forward computes it.
 #pragma once
 #include "methods.h"
+#include "targets.h"
+
+// The config fields LoHa and LoKr share (HF's LycorisConfig), read and written under HF's names.
+struct LycorisConfig {
+    int64_t r = 8;                 // rank of the factors, e.g. 8
+    double alpha = 8;              // scale numerator, e.g. 8: s = alpha / r
+    double rank_dropout = 0;       // drop rows of ΔW while training, e.g. 0.1
+    double module_dropout = 0;     // skip a module's update while training, e.g. 0.1
+    Targeting targets;             // target_modules, exclude_modules, layers_to_transform, rank_pattern,
+                                   // alpha_pattern, modules_to_save (targets.h)
+
+    // The rank and scale of the module `name` (rank_pattern / alpha_pattern may change them).
+    int64_t rank(const std::string& name) const { return targets.rank(name, r); }
+    float scaling(const std::string& name) const { return float(targets.alpha(name, alpha) / double(rank(name))); }
+    void read(ConfigReader& f, const GPTConfig& model);   // r, alpha, the dropouts, the targeting
+    void write(json& j) const;
+};
 
 class DeltaWeightMethod : public MergeableMethod {
 protected:
