@@ -57,12 +57,6 @@ inline void randomize(Method& m, Rng& rng, float std = 0.3f) {
         for (int64_t i = 0; i < p.tensor.numel(); i++) p.tensor.data()[i] = float(rng.normal() * std);
 }
 
-inline json method_config(const char* peft_type, const json& extra = json::object()) {
-    json c = {{"peft_type", peft_type}};
-    c.update(extra);
-    return c;
-}
-
 // ---- the method contract, shared by the lessons of the LoRA family
 
 // With the method attached and active at init, the logits are the base model's, bit for bit.

@@ -11,7 +11,7 @@ TEST_CASE("loha: HF's config fields and keys; 2·r·(in + out) trainable numbers
     const GPTConfig c = lesson_config();
     auto m = lesson_model();
     Rng rng(1);
-    auto loha = make_method(method_config("LOHA", {{"r", 4}}), *m, rng);
+    auto loha = make_method(peft_config("LOHA", {{"r", 4}}), *m, rng);
     CHECK(loha->peft_type() == "LOHA");
     const json j = loha->config_json();
     CHECK(j["r"] == 4);
@@ -33,14 +33,14 @@ TEST_CASE("loha: HF's config fields and keys; 2·r·(in + out) trainable numbers
 }
 
 TEST_CASE("loha: at init (W2b = 0) the model is the base model, bit for bit") {
-    check_identity_at_init(method_config("LOHA"));
+    check_identity_at_init(peft_config("LOHA"));
 }
 
 TEST_CASE("loha: the module output is x (W + ΔW)ᵀ + b with HF's ΔW, computed independently") {
     auto m = lesson_model();
     Rng rng(2);
     PeftModel pm(*m);
-    pm.add("default", make_method(method_config("LOHA", {{"r", 4}, {"alpha", 6}}), *m, rng));
+    pm.add("default", make_method(peft_config("LOHA", {{"r", 4}, {"alpha", 6}}), *m, rng));
     Method& loha = *pm.active();
     randomize(loha, rng);
     auto P = [&](const char* k) { return to_mat(loha.params.get(kQ + "." + k)); };
@@ -57,7 +57,7 @@ TEST_CASE("loha: gradcheck of the four factors through the tiny model") {
     auto m = lesson_model();
     Rng rng(3);
     PeftModel pm(*m);
-    pm.add("default", make_method(method_config("LOHA", {{"r", 2}}), *m, rng));
+    pm.add("default", make_method(peft_config("LOHA", {{"r", 2}}), *m, rng));
     Method& loha = *pm.active();
     randomize(loha, rng);
     ToyBatch b = lesson_batch();
@@ -70,18 +70,18 @@ TEST_CASE("loha: gradcheck of the four factors through the tiny model") {
 }
 
 TEST_CASE("loha: training lowers the loss; the base gets no gradient and stays bit-for-bit the same") {
-    check_training(method_config("LOHA"));
+    check_training(peft_config("LOHA"));
 }
 
 TEST_CASE("loha: merge equals the adapted forward, unmerge is exact, and files round-trip") {
-    check_merge_and_files(method_config("LOHA", {{"r", 4}}));
+    check_merge_and_files(peft_config("LOHA", {{"r", 4}}));
 }
 
 TEST_CASE("loha: module_dropout skips the update in some training forwards; rank_dropout zeroes output rows") {
     auto m = lesson_model();
     Rng rng(4);
     PeftModel pm(*m);
-    pm.add("default", make_method(method_config("LOHA", {{"module_dropout", 0.5}}), *m, rng));
+    pm.add("default", make_method(peft_config("LOHA", {{"module_dropout", 0.5}}), *m, rng));
     randomize(*pm.active(), rng);
     const Linear& q = m->h[0].attn.q_proj;
     Tensor x = Tensor::randn({2, 16}, rng);
@@ -98,7 +98,7 @@ TEST_CASE("loha: module_dropout skips the update in some training forwards; rank
 
     auto m2 = lesson_model();
     PeftModel pm2(*m2);
-    pm2.add("default", make_method(method_config("LOHA", {{"rank_dropout", 0.5}}), *m2, rng));
+    pm2.add("default", make_method(peft_config("LOHA", {{"rank_dropout", 0.5}}), *m2, rng));
     randomize(*pm2.active(), rng);
     const Linear& q2 = m2->h[0].attn.q_proj;
     const std::vector<float> b2 = q2.base_forward(x).to_vector();
@@ -115,7 +115,7 @@ TEST_CASE("loha: bad config values are one error naming HF's field") {
     Rng rng(5);
     auto bad = [&](const json& extra, const char* msg) {
         CAPTURE(extra.dump());
-        CHECK_THROWS_WITH_AS(make_method(method_config("LOHA", extra), *m, rng), doctest::Contains(msg), ValueError);
+        CHECK_THROWS_WITH_AS(make_method(peft_config("LOHA", extra), *m, rng), doctest::Contains(msg), ValueError);
     };
     bad({{"r", 0}}, "invalid LOHA config: `r` should be a positive integer value but the value passed is 0");
     bad({{"alpha", -1}}, "`alpha` should be a positive number");

@@ -34,7 +34,7 @@ TEST_CASE("lokr: shapes, keys and counts as HF decides them; W1 starts at zero")
     auto m = lesson_model();
     Rng rng(2);
     // r 8 ≥ max(4, 4)/2: W2 is full (lokr_w2 [4, 4]); W1 always full without decompose_both.
-    auto full = make_method(method_config("LOKR"), *m, rng);
+    auto full = make_method(peft_config("LOKR"), *m, rng);
     CHECK(full->peft_type() == "LOKR");
     CHECK(full->params.get(kQ + ".lokr_w1").shape() == (Shape{4, 4}));
     CHECK(full->params.get(kQ + ".lokr_w2").shape() == (Shape{4, 4}));
@@ -43,7 +43,7 @@ TEST_CASE("lokr: shapes, keys and counts as HF decides them; W1 starts at zero")
     CHECK(full->expected_params(c) == full->params.count(true));
     // fc_in (64 out, 16 in) = (8·8) × (4·4), r 1 < 8/2: W2 = W2a W2b; decompose_both: W1 = W1a W1b.
     auto m2 = lesson_model();
-    auto low = make_method(method_config("LOKR", {{"r", 1}, {"decompose_both", true}, {"target_modules", {"fc_in"}}}), *m2, rng);
+    auto low = make_method(peft_config("LOKR", {{"r", 1}, {"decompose_both", true}, {"target_modules", {"fc_in"}}}), *m2, rng);
     const std::string k = "base_model.model.transformer.h.0.mlp.fc_in";
     CHECK(low->params.get(k + ".lokr_w1_a").shape() == (Shape{8, 1}));
     CHECK(low->params.get(k + ".lokr_w1_b").shape() == (Shape{1, 4}));
@@ -56,16 +56,16 @@ TEST_CASE("lokr: shapes, keys and counts as HF decides them; W1 starts at zero")
 }
 
 TEST_CASE("lokr: at init (W1 = 0) the model is the base model, bit for bit") {
-    check_identity_at_init(method_config("LOKR"));
-    check_identity_at_init(method_config("LOKR", {{"r", 1}, {"decompose_both", true}}));
-    check_identity_at_init(method_config("LOKR", {{"init_weights", "lycoris"}}));   // W2 = 0 instead
+    check_identity_at_init(peft_config("LOKR"));
+    check_identity_at_init(peft_config("LOKR", {{"r", 1}, {"decompose_both", true}}));
+    check_identity_at_init(peft_config("LOKR", {{"init_weights", "lycoris"}}));   // W2 = 0 instead
 }
 
 TEST_CASE("lokr: the module output is x (W + ΔW)ᵀ + b with HF's ΔW = s·kron(W1a W1b, W2a W2b), computed independently") {
     auto m = lesson_model();
     Rng rng(3);
     PeftModel pm(*m);
-    pm.add("default", make_method(method_config("LOKR", {{"r", 1}, {"alpha", 3}, {"decompose_both", true},
+    pm.add("default", make_method(peft_config("LOKR", {{"r", 1}, {"alpha", 3}, {"decompose_both", true},
                                                           {"target_modules", {"fc_in"}}}), *m, rng));
     Method& lokr = *pm.active();
     randomize(lokr, rng);
@@ -84,12 +84,12 @@ TEST_CASE("lokr: the module output is x (W + ΔW)ᵀ + b with HF's ΔW = s·kron
 }
 
 TEST_CASE("lokr: training lowers the loss; the base gets no gradient and stays bit-for-bit the same") {
-    check_training(method_config("LOKR"), 0.95f);
+    check_training(peft_config("LOKR"), 0.95f);
 }
 
 TEST_CASE("lokr: merge equals the adapted forward, unmerge is exact, and files round-trip") {
-    check_merge_and_files(method_config("LOKR"));
-    check_merge_and_files(method_config("LOKR", {{"r", 1}, {"decompose_both", true}}));
+    check_merge_and_files(peft_config("LOKR"));
+    check_merge_and_files(peft_config("LOKR", {{"r", 1}, {"decompose_both", true}}));
 }
 
 TEST_CASE("lokr: bad config values are one error naming HF's field") {
@@ -97,7 +97,7 @@ TEST_CASE("lokr: bad config values are one error naming HF's field") {
     Rng rng(4);
     auto bad = [&](const json& extra, const char* msg) {
         CAPTURE(extra.dump());
-        CHECK_THROWS_WITH_AS(make_method(method_config("LOKR", extra), *m, rng), doctest::Contains(msg), ValueError);
+        CHECK_THROWS_WITH_AS(make_method(peft_config("LOKR", extra), *m, rng), doctest::Contains(msg), ValueError);
     };
     bad({{"r", -2}}, "invalid LOKR config: `r` should be a positive integer value");
     bad({{"decompose_factor", 0}}, "`decompose_factor` should be -1 or a positive integer but the value passed is 0");

@@ -58,7 +58,7 @@ TEST_CASE("linalg: qr gives orthonormal Q, upper-triangular R, and Q R = W") {
 TEST_CASE("lora init: \"gaussian\" draws A ~ N(0, 1/r²) and B = 0; false makes B non-zero (no identity)") {
     auto m = lesson_model();
     Rng rng(3);
-    auto g = make_lora(method_config("LORA", {{"init_lora_weights", "gaussian"}, {"r", 4},
+    auto g = make_lora(peft_config("LORA", {{"init_lora_weights", "gaussian"}, {"r", 4},
                                                {"target_modules", {"fc_in"}}}), *m, rng);
     std::vector<float> a = g->params.get("base_model.model.transformer.h.0.mlp.fc_in.lora_A.weight").to_vector();
     double ss = 0;
@@ -67,7 +67,7 @@ TEST_CASE("lora init: \"gaussian\" draws A ~ N(0, 1/r²) and B = 0; false makes 
     for (float v : g->params.get("base_model.model.transformer.h.0.mlp.fc_in.lora_B.weight").to_vector()) CHECK(v == 0.f);
     CHECK(g->config_json()["init_lora_weights"] == "gaussian");
     auto m2 = lesson_model();
-    auto f = make_lora(method_config("LORA", {{"init_lora_weights", false}}), *m2, rng);
+    auto f = make_lora(peft_config("LORA", {{"init_lora_weights", false}}), *m2, rng);
     const std::vector<float> b = f->params.get(kQ + ".lora_B.weight").to_vector();
     CHECK(std::count(b.begin(), b.end(), 0.f) == 0);
 }
@@ -80,7 +80,7 @@ TEST_CASE("lora init: PiSSA takes A, B from W's top-r singular directions; the b
     const uint64_t base = base_checksum(*m);
     Rng rng(4);
     PeftModel pm(*m);
-    pm.add("default", make_lora(method_config("LORA", {{"init_lora_weights", "pissa"}, {"r", 4}, {"lora_alpha", 8}}), *m, rng));
+    pm.add("default", make_lora(peft_config("LORA", {{"init_lora_weights", "pissa"}, {"r", 4}, {"lora_alpha", 8}}), *m, rng));
     Method& lora = *pm.active();
     const Tensor A = lora.params.get(kQ + ".lora_A.weight"), B = lora.params.get(kQ + ".lora_B.weight");
     const double s = 8.0 / 4;
@@ -131,7 +131,7 @@ TEST_CASE("lora init: OLoRA takes A = R[:r], B = Q[:, :r] from W's QR; the base 
     const Tensor W = m->h[0].attn.q_proj.weight.clone();
     Rng rng(6);
     PeftModel pm(*m);
-    pm.add("default", make_lora(method_config("LORA", {{"init_lora_weights", "olora"}, {"r", 4}}), *m, rng));
+    pm.add("default", make_lora(peft_config("LORA", {{"init_lora_weights", "olora"}, {"r", 4}}), *m, rng));
     Method& lora = *pm.active();
     const Tensor A = lora.params.get(kQ + ".lora_A.weight"), B = lora.params.get(kQ + ".lora_B.weight");
     Qr f = qr(W);
@@ -151,7 +151,7 @@ TEST_CASE("lora init: a trained PiSSA adapter converted to a plain LoRA gives th
         auto m = lesson_model();
         Rng rng(7);
         PeftModel pm(*m);
-        pm.add("default", make_lora(method_config("LORA", {{"init_lora_weights", "pissa"}, {"use_rslora", rslora}}), *m, rng));
+        pm.add("default", make_lora(peft_config("LORA", {{"init_lora_weights", "pissa"}, {"use_rslora", rslora}}), *m, rng));
         train_method(*m, *pm.active(), 10);
         const std::vector<float> adapted = logits_of(*m);
         PlainLora plain = convert_to_plain_lora(*pm.active());
@@ -171,7 +171,7 @@ TEST_CASE("lora init: a trained PiSSA adapter converted to a plain LoRA gives th
     }
     auto m = lesson_model();
     Rng rng(8);
-    auto plain = make_lora(method_config("LORA"), *m, rng);
+    auto plain = make_lora(peft_config("LORA"), *m, rng);
     CHECK_THROWS_WITH_AS(convert_to_plain_lora(*plain), doctest::Contains("only a LoRA initialised with \"pissa\" or \"olora\""),
                          ValueError);
 }
@@ -180,7 +180,7 @@ TEST_CASE("lora init: a saved PiSSA adapter loads onto the original base (the in
     auto m = lesson_model();
     Rng rng(9);
     PeftModel pm(*m);
-    pm.add("default", make_lora(method_config("LORA", {{"init_lora_weights", "pissa"}}), *m, rng));
+    pm.add("default", make_lora(peft_config("LORA", {{"init_lora_weights", "pissa"}}), *m, rng));
     train_method(*m, *pm.active(), 5);
     const std::vector<float> adapted = logits_of(*m);
     TempDir dir;
@@ -194,12 +194,12 @@ TEST_CASE("lora init: a saved PiSSA adapter loads onto the original base (the in
 TEST_CASE("lora init: bad values and an r beyond the weight's rank are one error naming the field") {
     auto m = lesson_model();
     Rng rng(10);
-    CHECK_THROWS_WITH_AS(make_lora(method_config("LORA", {{"init_lora_weights", "loftq"}}), *m, rng),
+    CHECK_THROWS_WITH_AS(make_lora(peft_config("LORA", {{"init_lora_weights", "loftq"}}), *m, rng),
                          doctest::Contains("`init_lora_weights` should be true, false, \"gaussian\""), ValueError);
-    CHECK_THROWS_WITH_AS(make_lora(method_config("LORA", {{"init_lora_weights", "pissa_niter_x"}}), *m, rng),
+    CHECK_THROWS_WITH_AS(make_lora(peft_config("LORA", {{"init_lora_weights", "pissa_niter_x"}}), *m, rng),
                          doctest::Contains("`init_lora_weights` should be"), ValueError);
     const uint64_t before = base_checksum(*m);
-    CHECK_THROWS_WITH_AS(make_lora(method_config("LORA", {{"init_lora_weights", "pissa"}, {"r", 17}}), *m, rng),
+    CHECK_THROWS_WITH_AS(make_lora(peft_config("LORA", {{"init_lora_weights", "pissa"}, {"r", 17}}), *m, rng),
                          doctest::Contains("transformer.h.0.attn.q_proj: `r` = 17 is larger than min(in, out) = 16"),
                          ValueError);
     CHECK(base_checksum(*m) == before);

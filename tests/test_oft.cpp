@@ -77,7 +77,7 @@ TEST_CASE("oft: HF's fields and key; (in / b)·b(b−1)/2 trainable numbers per 
     const GPTConfig c = lesson_config();
     auto m = lesson_model();
     Rng rng(3);
-    auto oft = make_method(method_config("OFT", {{"oft_block_size", 4}}), *m, rng);
+    auto oft = make_method(peft_config("OFT", {{"oft_block_size", 4}}), *m, rng);
     CHECK(oft->peft_type() == "OFT");
     const json j = oft->config_json();
     CHECK(j["oft_block_size"] == 4);
@@ -89,21 +89,21 @@ TEST_CASE("oft: HF's fields and key; (in / b)·b(b−1)/2 trainable numbers per 
     CHECK(oft->params.count(true) == c.n_layer * 2 * 4 * 6);
     CHECK(oft->expected_params(c) == oft->params.count(true));
     auto m2 = lesson_model();   // r = 2 blocks of 8 on q; block_share: one row for all
-    auto by_r = make_method(method_config("OFT", {{"r", 2}, {"oft_block_size", 0}, {"block_share", true}}), *m2, rng);
+    auto by_r = make_method(peft_config("OFT", {{"r", 2}, {"oft_block_size", 0}, {"block_share", true}}), *m2, rng);
     CHECK(by_r->params.get(kQ + ".oft_R.weight").shape() == (Shape{1, 28}));
     CHECK(by_r->expected_params(c) == by_r->params.count(true));
 }
 
 TEST_CASE("oft: at init (Q = 0, R = I) the model is the base model, bit for bit") {
-    check_identity_at_init(method_config("OFT", {{"oft_block_size", 4}}));
-    check_identity_at_init(method_config("OFT", {{"oft_block_size", 4}, {"use_cayley_neumann", false}}));
+    check_identity_at_init(peft_config("OFT", {{"oft_block_size", 4}}));
+    check_identity_at_init(peft_config("OFT", {{"oft_block_size", 4}, {"use_cayley_neumann", false}}));
 }
 
 TEST_CASE("oft: the module output is x (W Rᵀ)ᵀ + b with HF's block-diagonal R, computed independently") {
     auto m = lesson_model();
     Rng rng(4);
     PeftModel pm(*m);
-    pm.add("default", make_method(method_config("OFT", {{"oft_block_size", 8}}), *m, rng));
+    pm.add("default", make_method(peft_config("OFT", {{"oft_block_size", 8}}), *m, rng));
     Method& oft = *pm.active();
     randomize(oft, rng, 0.1f);
     const Tensor w = oft.params.get(kQ + ".oft_R.weight");   // (2, 28)
@@ -121,20 +121,20 @@ TEST_CASE("oft: the module output is x (W Rᵀ)ᵀ + b with HF's block-diagonal 
 }
 
 TEST_CASE("oft: training lowers the loss; the base gets no gradient and stays bit-for-bit the same") {
-    check_training(method_config("OFT", {{"oft_block_size", 4}}), 0.99f);   // 4 × 4 rotations of q and v: a slow learner here
-    check_training(method_config("OFT", {{"oft_block_size", 4}, {"use_cayley_neumann", false}}), 0.99f);
+    check_training(peft_config("OFT", {{"oft_block_size", 4}}), 0.99f);   // 4 × 4 rotations of q and v: a slow learner here
+    check_training(peft_config("OFT", {{"oft_block_size", 4}, {"use_cayley_neumann", false}}), 0.99f);
 }
 
 TEST_CASE("oft: merge (W ← W Rᵀ) equals the adapted forward, unmerge is exact, and files round-trip") {
-    check_merge_and_files(method_config("OFT", {{"oft_block_size", 4}}));
-    check_merge_and_files(method_config("OFT", {{"oft_block_size", 8}, {"use_cayley_neumann", false}}));
+    check_merge_and_files(peft_config("OFT", {{"oft_block_size", 4}}));
+    check_merge_and_files(peft_config("OFT", {{"oft_block_size", 8}, {"use_cayley_neumann", false}}));
 }
 
 TEST_CASE("oft: COFT keeps each block's ‖Q‖ within eps; module_dropout turns whole blocks into I") {
     auto m = lesson_model();
     Rng rng(5);
     PeftModel pm(*m);
-    pm.add("default", make_method(method_config("OFT", {{"oft_block_size", 4}, {"coft", true}, {"eps", 1e-2}}), *m, rng));
+    pm.add("default", make_method(peft_config("OFT", {{"oft_block_size", 4}, {"coft", true}, {"eps", 1e-2}}), *m, rng));
     randomize(*pm.active(), rng, 0.5f);
     logits_of(*m);   // a forward projects
     const Tensor w = pm.active()->params.get(kQ + ".oft_R.weight");
@@ -150,7 +150,7 @@ TEST_CASE("oft: a block size that does not divide a width, both r and oft_block_
     Rng rng(6);
     auto bad = [&](const json& extra, const char* msg) {
         CAPTURE(extra.dump());
-        CHECK_THROWS_WITH_AS(make_method(method_config("OFT", extra), *m, rng), doctest::Contains(msg), ValueError);
+        CHECK_THROWS_WITH_AS(make_method(peft_config("OFT", extra), *m, rng), doctest::Contains(msg), ValueError);
     };
     bad({{"oft_block_size", 6}}, "transformer.h.0.attn.q_proj: `oft_block_size` = 6 does not divide its input width 16 (the nearest that does: 4)");
     bad({{"oft_block_size", 32}}, "`oft_block_size` = 32 does not divide its input width 16 (the nearest that does: 16)");

@@ -15,7 +15,7 @@ TEST_CASE("vera: HF's fields and keys; out + r trainable numbers per target; λ_
     const GPTConfig c = lesson_config();
     auto m = lesson_model();
     Rng rng(1);
-    auto vera = make_method(method_config("VERA", {{"r", 8}, {"target_modules", {"q_proj", "fc_in"}}}), *m, rng);
+    auto vera = make_method(peft_config("VERA", {{"r", 8}, {"target_modules", {"q_proj", "fc_in"}}}), *m, rng);
     CHECK(vera->peft_type() == "VERA");
     const json j = vera->config_json();
     CHECK(j["r"] == 8);
@@ -43,14 +43,14 @@ TEST_CASE("vera: HF's fields and keys; out + r trainable numbers per target; λ_
 }
 
 TEST_CASE("vera: at init (λ_b = 0) the model is the base model, bit for bit") {
-    check_identity_at_init(method_config("VERA", {{"r", 8}}));
+    check_identity_at_init(peft_config("VERA", {{"r", 8}}));
 }
 
 TEST_CASE("vera: the module output is x (W + diag(λ_b) B[:out] diag(λ_d) A[:, :in])ᵀ + b, computed independently") {
     auto m = lesson_model();
     Rng rng(2);
     PeftModel pm(*m);
-    pm.add("default", make_method(method_config("VERA", {{"r", 6}, {"target_modules", {"q_proj", "fc_in", "fc_out"}}}), *m, rng));
+    pm.add("default", make_method(peft_config("VERA", {{"r", 6}, {"target_modules", {"q_proj", "fc_in", "fc_out"}}}), *m, rng));
     Method& vera = *pm.active();
     randomize(vera, rng);
     const NamedTensors st = vera.state();
@@ -78,22 +78,22 @@ TEST_CASE("vera: the module output is x (W + diag(λ_b) B[:out] diag(λ_d) A[:, 
 }
 
 TEST_CASE("vera: training lowers the loss; the base (and A, B) get no gradient and stay bit-for-bit the same") {
-    check_training(method_config("VERA", {{"r", 64}}), 0.95f, 3e-2f);
+    check_training(peft_config("VERA", {{"r", 64}}), 0.95f, 3e-2f);
 }
 
 TEST_CASE("vera: merge equals the adapted forward, unmerge is exact, and files round-trip (with and without projections)") {
-    check_merge_and_files(method_config("VERA", {{"r", 8}}));
-    check_merge_and_files(method_config("VERA", {{"r", 8}, {"save_projection", false}, {"projection_prng_key", 7}}));
+    check_merge_and_files(peft_config("VERA", {{"r", 8}}));
+    check_merge_and_files(peft_config("VERA", {{"r", 8}, {"save_projection", false}, {"projection_prng_key", 7}}));
 }
 
 TEST_CASE("vera: the projections come from projection_prng_key: the same key gives the same A and B, another key others") {
     auto m = lesson_model();
     Rng rng(3), other(4);
-    auto a = make_method(method_config("VERA", {{"r", 8}, {"projection_prng_key", 42}}), *m, rng);
+    auto a = make_method(peft_config("VERA", {{"r", 8}, {"projection_prng_key", 42}}), *m, rng);
     auto m2 = lesson_model();
-    auto b = make_method(method_config("VERA", {{"r", 8}, {"projection_prng_key", 42}}), *m2, other);
+    auto b = make_method(peft_config("VERA", {{"r", 8}, {"projection_prng_key", 42}}), *m2, other);
     auto m3 = lesson_model();
-    auto c = make_method(method_config("VERA", {{"r", 8}, {"projection_prng_key", 43}}), *m3, other);
+    auto c = make_method(peft_config("VERA", {{"r", 8}, {"projection_prng_key", 43}}), *m3, other);
     CHECK(a->state().back().second.to_vector() == b->state().back().second.to_vector());
     CHECK(a->state().back().second.to_vector() != c->state().back().second.to_vector());
 }
@@ -112,7 +112,7 @@ TEST_CASE("vera: an adapter saved without its projections gives the same logits 
     save_checkpoint(dir / "base.safetensors", model, tok);
     Rng rng(6);
     PeftModel pm(model);
-    pm.add("default", make_method(method_config("VERA", {{"r", 8}, {"save_projection", false}, {"projection_prng_key", 9}}), model, rng));
+    pm.add("default", make_method(peft_config("VERA", {{"r", 8}, {"save_projection", false}, {"projection_prng_key", 9}}), model, rng));
     randomize(*pm.active(), rng);
     save_adapter(dir / "vera", *pm.active(), model);
     CHECK(load_safetensors(dir / "vera/adapter_model.safetensors").tensors.count("base_model.vera_A") == 0);
@@ -134,7 +134,7 @@ TEST_CASE("vera: bad values, and projections that do not fit the targets, are on
     Rng rng(7);
     auto bad = [&](const json& extra, const char* msg) {
         CAPTURE(extra.dump());
-        CHECK_THROWS_WITH_AS(make_method(method_config("VERA", extra), *m, rng), doctest::Contains(msg), ValueError);
+        CHECK_THROWS_WITH_AS(make_method(peft_config("VERA", extra), *m, rng), doctest::Contains(msg), ValueError);
     };
     bad({{"r", 0}}, "invalid VERA config: `r` should be a positive integer value");
     bad({{"projection_prng_key", -1}}, "`projection_prng_key` should be a non-negative integer");
@@ -142,7 +142,7 @@ TEST_CASE("vera: bad values, and projections that do not fit the targets, are on
     bad({{"d_initial", "x"}}, "`d_initial` should be a finite number");
     bad({{"save_projection", "no"}}, "`save_projection` should be true or false");
 
-    auto vera = make_method(method_config("VERA", {{"r", 8}}), *m, rng);
+    auto vera = make_method(peft_config("VERA", {{"r", 8}}), *m, rng);
     std::map<std::string, Tensor> st;
     for (auto& [k, t] : vera->state()) st[k] = t.clone();
     st["base_model.vera_A"] = Tensor::zeros({8, 12});   // made for a model with narrower targets
