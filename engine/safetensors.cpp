@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include "check.h"
 #include "fileio.h"
+#include "half.h"
 #include <cerrno>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -301,27 +302,6 @@ const Tensor& SafeTensors::at(const std::string& name) const {
 }
 
 // ---- tensor by tensor
-
-namespace {
-
-float half_to_float(uint16_t h) {   // IEEE binary16 -> binary32, exact (subnormals, inf, NaN included)
-    const uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF;
-    uint32_t bits;
-    if (exp == 0x1F) bits = sign | 0x7F800000 | (man << 13);   // inf, NaN
-    else if (exp != 0) bits = sign | ((exp + 112) << 23) | (man << 13);   // 112 = 127 - 15
-    else if (man == 0) bits = sign;   // ±0
-    else {   // subnormal: man · 2^-24, renormalised
-        int e = -1;
-        uint32_t m = man;
-        do { e++; m <<= 1; } while ((m & 0x400) == 0);
-        bits = sign | uint32_t(127 - 15 - e) << 23 | ((m & 0x3FF) << 13);
-    }
-    float f;
-    std::memcpy(&f, &bits, 4);
-    return f;
-}
-
-}  // namespace
 
 SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
     fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
