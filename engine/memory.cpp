@@ -50,7 +50,7 @@ void account(Mem m, int64_t delta) {
 }  // namespace
 
 const char* mem_name(Mem m) {
-    static const char* names[] = {"params", "grads", "optimizer", "saved activations", "workspace"};
+    static const char* names[] = {"params", "grads", "optimizer", "saved activations", "workspace", "quantized"};
     return names[int(m)];
 }
 

@@ -7,6 +7,7 @@
 //   optimizer  AdamW / SGD state (only for trainable parameters)
 //   saved      activations a backward closure keeps alive (see Note [Saved activations])
 //   workspace  everything else: op outputs not saved, intermediate gradients, scratch
+//   quantized  frozen weights stored in blocks of 8 or 4 bits (engine/quant.h), bytes as stored
 // plus `cached`: freed memory malloc keeps resident for reuse (not in use, but in the RSS).
 //
 // Note [Saved activations]
@@ -23,7 +24,7 @@
 #include <cstdint>
 #include <string>
 
-enum class Mem : int { Params, Grads, Optimizer, Saved, Workspace, kCount };
+enum class Mem : int { Params, Grads, Optimizer, Saved, Workspace, Quantized, kCount };
 const char* mem_name(Mem m);
 
 class Storage {

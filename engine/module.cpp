@@ -97,7 +97,27 @@ Linear::Linear(int64_t in_, int64_t out_, bool has_bias, Rng& rng, float std) : 
 }
 
 // x: (..., in) -> (..., out). A PEFT wrap (LoRA, IA³) replaces the whole call.
-Tensor Linear::operator()(const Tensor& x) const { return wrap ? wrap->forward(*this, x) : linear(x, weight, bias); }
+Tensor Linear::operator()(const Tensor& x) const { return wrap ? wrap->forward(*this, x) : base_forward(x); }
+
+Tensor Linear::base_forward(const Tensor& x) const {
+    return quantized() ? quant_linear(x, *qweight, bias) : linear(x, weight, bias);
+}
+
+void Linear::quantize(QType type, const std::string& name) {
+    ENGINE_CHECK(!weight.requires_grad(), ValueError,
+                 "{}: its weight trains, and a quantised weight cannot (no gradient reaches its blocks); freeze it "
+                 "first, e.g. by attaching a PEFT method", name);
+    if (quantized()) dequantize();
+    qweight = std::make_shared<const QWeight>(QWeight::quantize(weight, type, name + ".weight"));
+    weight.impl().storage.reset();   // the float32 values go; the parameter keeps its name and shape
+}
+
+void Linear::dequantize() {
+    if (!quantized()) return;
+    weight.impl().storage = std::make_shared<Storage>(size_t(out * in) * sizeof(float), Mem::Params);
+    qweight->dequantize_rows(0, out, weight.data());
+    qweight.reset();
+}
 
 void Linear::register_params(ParamList& params, const std::string& prefix) {
     params.add(join(prefix, "weight"), weight);

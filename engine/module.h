@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 #include "ops.h"
+#include "quant.h"
 #include "rng.h"
 #include "tensor.h"
 
@@ -41,21 +42,33 @@ bool glob_match(const std::string& pattern, const std::string& name);
 
 struct Linear;
 // The seam PEFT methods use to wrap a Linear (LoRA, IA³): when set, Linear::operator()
-// calls wrap->forward(base, x) instead of linear(x, W, b). Unset, it costs one null check.
+// calls wrap->forward(base, x) instead of base_forward(x). Unset, it costs one null check.
 struct LinearWrap {
     virtual ~LinearWrap() = default;
     virtual Tensor forward(const Linear& base, const Tensor& x) = 0;
 };
 
 // y = x Wᵀ + b, W stored [out, in] like torch.nn.Linear. Init: W ~ N(0, std), b = 0.
+//
+// A frozen W can be stored quantised instead (engine/quant.h, QLoRA's frozen base): quantize()
+// keeps the blocks in `qweight` and frees W's float32 values; `weight` stays registered with its
+// name and shape, but its data() throws. The forward then runs quant_linear. If a method puts a
+// trainable copy of W in `weight` (modules_to_save), the forward reads that copy, as always.
 struct Linear {
     int64_t in = 0, out = 0;
     Tensor weight, bias;                    // bias undefined when has_bias == false
     std::shared_ptr<LinearWrap> wrap;       // PEFT seam, null by default
+    std::shared_ptr<const QWeight> qweight; // W's blocks once quantize() ran, else null
     Linear() = default;
     Linear(int64_t in, int64_t out, bool has_bias, Rng& rng, float std = 0.02f);
     Tensor operator()(const Tensor& x) const;   // x: (..., in) -> (..., out)
-    Tensor base_forward(const Tensor& x) const { return linear(x, weight, bias); }
+    // The base layer alone, what PEFT wraps call: linear(x, W, b), or quant_linear on W's blocks.
+    Tensor base_forward(const Tensor& x) const;
+    bool quantized() const { return qweight && !weight.storage_ptr(); }   // does the forward read qweight?
+    // Stores W in blocks of `type`, frees its float32 values. W must be frozen (ValueError saying
+    // why otherwise); `name` names the module in errors (QWeight::check's).
+    void quantize(QType type, const std::string& name);
+    void dequantize();   // W float32 again (the dequantised values), qweight dropped; no-op if not quantised
     void register_params(ParamList& params, const std::string& prefix);   // prefix + ".weight", ".bias"
 };
 

@@ -61,16 +61,25 @@ TensorImpl& Tensor::impl() const {
     return *impl_;
 }
 
+// The values' bytes. A Linear weight stored quantised (Linear::quantize, engine/quant.h) keeps its
+// shape and its place among the parameters but has no float32 storage.
+Storage& Tensor::storage() const {
+    ENGINE_CHECK(impl().storage != nullptr, ValueError,
+                 "tensor {}: its values are stored quantised (a frozen Linear weight), not as float32; dequantise "
+                 "the Linear to read or change them", describe(*this));
+    return *impl().storage;
+}
+
 float* Tensor::data() const {
     ENGINE_CHECK(dtype() == DType::F32, ValueError, "tensor {}: float data requested from an int32 tensor",
                  describe(*this));
-    return static_cast<float*>(impl().storage->data());
+    return static_cast<float*>(storage().data());
 }
 
 int32_t* Tensor::idata() const {
     ENGINE_CHECK(dtype() == DType::I32, ValueError, "tensor {}: int data requested from a float32 tensor",
                  describe(*this));
-    return static_cast<int32_t*>(impl().storage->data());
+    return static_cast<int32_t*>(storage().data());
 }
 
 float Tensor::item() const {
@@ -84,8 +93,9 @@ std::vector<float> Tensor::to_vector() const {
 }
 
 Tensor Tensor::clone(Mem cat) const {
+    const void* src = storage().data();
     Tensor t = make(shape(), dtype(), cat);
-    std::memcpy(t.storage().data(), storage().data(), nbytes());
+    std::memcpy(t.storage().data(), src, nbytes());
     return t;
 }
 

@@ -52,7 +52,7 @@ public:
     std::vector<float> to_vector() const;
     Tensor clone(Mem cat = Mem::Workspace) const;   // deep copy of the data, no graph
     Tensor detach() const;          // shares the data, drops requires_grad and the graph
-    Storage& storage() const { return *impl().storage; }
+    Storage& storage() const;       // throws for a Linear weight stored quantised (it has none)
     const std::shared_ptr<Storage>& storage_ptr() const { return impl().storage; }
     // A handle onto the same storage with another shape of equal numel (no graph; see ops reshape).
     Tensor view_as(const Shape& s) const;
