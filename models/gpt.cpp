@@ -100,7 +100,7 @@ static Linear& block_linear(Block& b, const std::string& name) {
 
 // ---- construction: GPT-2 init, N(0, 0.02); residual projections scaled by 1/sqrt(2 n_layer)
 
-GPT::GPT(const GPTConfig& cfg, Rng& rng) : config(cfg), dropout_rng(0) {
+GPT::GPT(const GPTConfig& cfg, Rng& rng, std::optional<QType> quantize) : config(cfg), dropout_rng(0) {
     config.validate();
     const int64_t C = cfg.n_embd;
     const float std_resid = 0.02f / std::sqrt(2.0f * float(cfg.n_layer));
@@ -120,10 +120,28 @@ GPT::GPT(const GPTConfig& cfg, Rng& rng) : config(cfg), dropout_rng(0) {
             Linear& lin = block_linear(b, s.name);
             lin = Linear(s.in, s.out, cfg.bias, rng, s.residual ? std_resid : 0.02f);
             lin.register_params(params, p + s.name);
+            if (quantize) {
+                lin.weight.set_requires_grad(false);
+                lin.quantize(*quantize, p + s.name);
+            }
         }
     }
     ln_f = LayerNorm(C, cfg.bias, cfg.layer_norm_epsilon);
     ln_f.register_params(params, "transformer.ln_f");
+}
+
+void GPT::quantize(QType type) {
+    std::vector<std::pair<std::string, Linear*>> todo;
+    for (auto& [name, lin] : linears()) {
+        const Tensor& registered = params.get(name + ".weight");
+        ENGINE_CHECK(!registered.requires_grad(), ValueError,
+                     "quantize {}: {}.weight trains (full fine-tuning?), and quantised weights cannot: they get no "
+                     "gradient; train a PEFT method over them instead", qtype_name(type), name);
+        if (lin->weight.impl_ptr() != registered.impl_ptr() || lin->quantized()) continue;   // a copy trains; or done
+        QWeight::check(lin->weight, type, name + ".weight");
+        todo.push_back({name, lin});
+    }
+    for (auto& [name, lin] : todo) lin->quantize(type, name);
 }
 
 std::vector<std::pair<std::string, Linear*>> GPT::linears() {

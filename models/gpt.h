@@ -31,6 +31,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -116,7 +117,9 @@ public:
     // for bit; the activations of one block at a time instead of all of them, for one more forward.
     bool gradient_checkpointing = false;
 
-    GPT(const GPTConfig& config, Rng& init_rng);
+    // `quantize` set: every block Linear's weight is frozen and stored quantised as soon as it is
+    // initialised (quantize() below), so the float32 weights never exist all at once.
+    GPT(const GPTConfig& config, Rng& init_rng, std::optional<QType> quantize = std::nullopt);
     GPT(const GPT&) = delete;
     GPT& operator=(const GPT&) = delete;
 
@@ -124,12 +127,18 @@ public:
     Tensor hidden(const Tensor& ids, bool training = false);
     // ids: int32 (B,T) -> logits (B,T,V) = hidden(ids) wteᵀ (the LM head is tied to the embedding).
     Tensor forward(const Tensor& ids, bool training = false);
-    // Mean cross-entropy of forward(ids) against targets (B,T), -1 ignored. Fused with the LM head,
-    // so the (B,T,V) logits and their gradient share one buffer (linear_cross_entropy).
+    // Mean cross-entropy of forward(ids) against targets (B,T), -1 ignored. Fused with the LM head a
+    // chunk of rows at a time (linear_cross_entropy), so no (B,T,V) logits exist.
     Tensor loss(const Tensor& ids, const Tensor& targets, bool training = false);
     // Positions left for real tokens: block_size minus the virtual tokens and prefix rows an
     // attached method puts in front of them.
     int64_t token_room() const;
+    // QLoRA's frozen base: stores every block Linear's weight in blocks of `type` (engine/quant.h).
+    // Each must be frozen: ValueError if one trains (full fine-tuning: a quantised weight gets no
+    // gradient). Every weight is checked before any changes. A Linear whose forward reads a trainable
+    // copy (modules_to_save) keeps its float32 weight. The token embedding (also the tied LM head),
+    // positions and LayerNorms stay float32, as HF keeps embeddings and the head in 16/32 bits.
+    void quantize(QType type);
     // Every Linear with its dotted module name ("transformer.h.0.attn.q_proj"), in order.
     std::vector<std::pair<std::string, Linear*>> linears();
     // Sample max_new tokens after `prompt` (no grad). temperature 0 = greedy; top_k 0 = all.

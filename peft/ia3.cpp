@@ -101,8 +101,8 @@ private:
         const Target& t;
         explicit Wrap(const Target& t) : t(t) {}
         Tensor forward(const Linear& base, const Tensor& x) override {
-            if (t.ff) return linear(mul_row_vector(x, reshape(t.l, {base.in})), base.weight, base.bias);
-            return mul_row_vector(linear(x, base.weight, base.bias), reshape(t.l, {base.out}));
+            if (t.ff) return base.base_forward(mul_row_vector(x, reshape(t.l, {base.in})));
+            return mul_row_vector(base.base_forward(x), reshape(t.l, {base.out}));
         }
     };
     std::shared_ptr<LinearWrap> make_wrap(size_t i) const override { return std::make_shared<Wrap>(targets_[i]); }

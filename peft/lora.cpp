@@ -214,7 +214,8 @@ public:
             params.add("base_model.model." + name + ".lora_B.weight", t.B);
             if (init.W_res.defined()) t.A0 = init.A.clone(), t.B0 = init.B.clone();
             if (c.use_dora) {   // m = ‖W + s·B A‖ of the weight the base will hold (HF: after PiSSA)
-                t.m = dora_weight_norm(init.W_res.defined() ? init.W_res : lin->weight, t.A, t.B, t.s);
+                const Tensor W = init.W_res.defined() ? init.W_res : lin->quantized() ? lin->qweight->dequantize() : lin->weight;
+                t.m = dora_weight_norm(W, t.A, t.B, t.s);
                 params.add("base_model.model." + name + ".lora_magnitude_vector", t.m);
             }
             targets_.push_back(t);
@@ -323,13 +324,17 @@ private:
         const Target& t;
         Wrap(const Lora& m, const Target& t) : m(m), t(t) {}
         Tensor forward(const Linear& base, const Tensor& x) override {
+            const float p = float(m.cfg_.lora_dropout);
+            if (base.quantized() && !m.cfg_.use_dora)   // QLoRA: the quantised base's own op plus the branch as composed ops
+                return add(base.base_forward(x), reference::lora_branch(x, t.A, t.B, t.s, p, m.training, *m.dropout_rng_));
+            // DoRA's magnitude needs the whole W: over a quantised base it is dequantised for the call, as HF does
+            const Tensor W = base.quantized() ? base.qweight->dequantize() : base.weight;
             // bias "all" / "lora_only": the bias is a trainable copy, which the fused ops never
             // differentiate, so it is added by an op that does (the same sum, in another order)
             const bool own_bias = needs_grad(base.bias);
             const Tensor b = own_bias ? Tensor() : base.bias;
-            const float p = float(m.cfg_.lora_dropout);
-            Tensor y = m.cfg_.use_dora ? dora_linear(x, base.weight, b, t.A, t.B, t.m, t.s, p, m.training, *m.dropout_rng_)
-                                       : lora_linear(x, base.weight, b, t.A, t.B, t.s, p, m.training, *m.dropout_rng_);
+            Tensor y = m.cfg_.use_dora ? dora_linear(x, W, b, t.A, t.B, t.m, t.s, p, m.training, *m.dropout_rng_)
+                                       : lora_linear(x, W, b, t.A, t.B, t.s, p, m.training, *m.dropout_rng_);
             return own_bias ? add_row_vector(y, base.bias) : y;
         }
     };

@@ -12,5 +12,8 @@ namespace reference {
 // b are frozen, so no op computes their gradient; A and B get theirs through the two linears.
 Tensor lora_linear(const Tensor& x, const Tensor& W, const Tensor& b, const Tensor& A, const Tensor& B, float s,
                    float p, bool training, Rng& rng);
+// The branch alone, s · linear(linear(dropout(x, p), A), B): also LoRA's path beside a quantised
+// base Linear (engine/quant.h), whose own op, quant_linear, gives the base output and its dx.
+Tensor lora_branch(const Tensor& x, const Tensor& A, const Tensor& B, float s, float p, bool training, Rng& rng);
 
 }  // namespace reference

@@ -142,6 +142,14 @@ void MergeableMethod::merge(GPT& model) {
     ENGINE_CHECK(!merged_, ValueError, "{}: the adapter is already merged into the base weights (unmerge it first)",
                  peft_type());
     saved_.merge();   // modules_to_save / bias copies into the base tensors first (saved_modules.h)
+    int quantized = 0;
+    for (Target& t : targets_)   // a quantised target: W becomes float32 (its dequantised values) first
+        if (t.lin->quantized()) {
+            if (quantized++ == 0)
+                warn(fmt::format("merging {} into a {} base: its target weights are dequantised to float32 first, "
+                                 "and stay float32 (unmerge too)", peft_type(), qtype_name(t.lin->qweight->type)));
+            t.lin->dequantize();
+        }
     for (size_t i = 0; i < targets_.size(); i++) {
         Target& t = targets_[i];
         t.W_orig = t.lin->weight.clone(Mem::Params);

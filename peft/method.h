@@ -75,6 +75,8 @@ Linear torch_linear(int64_t in, int64_t out, Rng& rng);
 // (HF unmerges by subtracting the update again, or dividing by l, and (W + d) − d is not W in
 // float32.) While merged the seams are off: the forward is the plain base forward on the merged
 // weights. Disabling a merged adapter unmerges it first, so it gives exactly the base model.
+// A quantised target (engine/quant.h) is dequantised before merging, with a warning: from then on
+// its W is float32, merged or unmerged, as HF's merge into a 4-bit base can only round again.
 class MergeableMethod : public Method {
 public:
     void activate(GPT& model) override;

@@ -31,6 +31,39 @@ inline std::unique_ptr<GPT> lesson_model(uint64_t seed = 1) {
     return m;
 }
 
+// One configuration of every method (and the variants of the ones with several shapes), for the
+// tests every method must pass.
+struct MethodRow {
+    const char* name;
+    json config;
+};
+
+inline const std::vector<MethodRow>& method_rows() {
+    static const std::vector<MethodRow> rows = {
+        {"lora", {{"peft_type", "LORA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj"}}}},
+        {"ia3", {{"peft_type", "IA3"}, {"target_modules", {"k_proj", "v_proj", "fc_out"}},
+                 {"feedforward_modules", {"fc_out"}}}},
+        {"adapter-houlsby", {{"peft_type", "BOTTLENECK"}, {"placement", "houlsby"}, {"bottleneck_size", 4}}},
+        {"adapter-pfeiffer", {{"peft_type", "BOTTLENECK"}, {"placement", "pfeiffer"}, {"bottleneck_size", 4}}},
+        {"prefix", {{"peft_type", "PREFIX_TUNING"}, {"num_virtual_tokens", 4}}},
+        {"prefix-projection", {{"peft_type", "PREFIX_TUNING"}, {"num_virtual_tokens", 4}, {"prefix_projection", true}}},
+        {"prompt", {{"peft_type", "PROMPT_TUNING"}, {"num_virtual_tokens", 4}}},
+        {"ptuning-mlp", {{"peft_type", "P_TUNING"}, {"num_virtual_tokens", 4}, {"encoder_hidden_size", 8}}},
+        {"ptuning-lstm", {{"peft_type", "P_TUNING"}, {"num_virtual_tokens", 4}, {"encoder_hidden_size", 8},
+                          {"encoder_reparameterization_type", "LSTM"}}},
+        // The LoRA family. (PiSSA / OLoRA are not here: they put the residual W − s·BA into the
+        // base while active, by design; tests/test_lora_init.cpp checks that deactivating restores W.)
+        {"dora", {{"peft_type", "LORA"}, {"r", 4}, {"use_dora", true}}},
+        {"loha", {{"peft_type", "LOHA"}, {"r", 2}}},
+        {"lokr", {{"peft_type", "LOKR"}, {"r", 1}, {"decompose_both", true}}},
+        {"vera", {{"peft_type", "VERA"}, {"r", 8}}},
+        {"vera-regenerated", {{"peft_type", "VERA"}, {"r", 8}, {"save_projection", false}}},
+        {"oft", {{"peft_type", "OFT"}, {"oft_block_size", 4}}},
+        {"oft-cayley", {{"peft_type", "OFT"}, {"r", 2}, {"oft_block_size", 0}, {"use_cayley_neumann", false}}},
+    };
+    return rows;
+}
+
 struct ToyBatch { Tensor ids, targets; };
 inline ToyBatch lesson_batch() {
     // 2 sequences of 8 tokens; targets = next token, one ignored position

@@ -1,6 +1,7 @@
 // tests/test_method_contract.cpp — what every PEFT method promises, checked for each one.
 //
-// A new method joins by adding one row to kMethods (its name and an adapter_config.json).
+// A new method joins by adding one row to method_rows() (tests/peft_helpers.h: its name and an
+// adapter_config.json).
 // The contract, for every row:
 //   1. training changes no base parameter: the base's checksum is the same bit for bit;
 //   2. no base parameter gets a gradient buffer (or even asks for one);
@@ -16,43 +17,12 @@ constexpr int kTrainSteps = 2;
 constexpr int64_t kMomentsPerNumber = 2;   // AdamW keeps m and v
 constexpr int64_t kBytesPerFloat = 4;
 
-struct MethodRow {
-    const char* name;
-    json config;
-};
-
-const std::vector<MethodRow>& methods() {
-    static const std::vector<MethodRow> rows = {
-        {"lora", {{"peft_type", "LORA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj"}}}},
-        {"ia3", {{"peft_type", "IA3"}, {"target_modules", {"k_proj", "v_proj", "fc_out"}},
-                 {"feedforward_modules", {"fc_out"}}}},
-        {"adapter-houlsby", {{"peft_type", "BOTTLENECK"}, {"placement", "houlsby"}, {"bottleneck_size", 4}}},
-        {"adapter-pfeiffer", {{"peft_type", "BOTTLENECK"}, {"placement", "pfeiffer"}, {"bottleneck_size", 4}}},
-        {"prefix", {{"peft_type", "PREFIX_TUNING"}, {"num_virtual_tokens", 4}}},
-        {"prefix-projection", {{"peft_type", "PREFIX_TUNING"}, {"num_virtual_tokens", 4}, {"prefix_projection", true}}},
-        {"prompt", {{"peft_type", "PROMPT_TUNING"}, {"num_virtual_tokens", 4}}},
-        {"ptuning-mlp", {{"peft_type", "P_TUNING"}, {"num_virtual_tokens", 4}, {"encoder_hidden_size", 8}}},
-        {"ptuning-lstm", {{"peft_type", "P_TUNING"}, {"num_virtual_tokens", 4}, {"encoder_hidden_size", 8},
-                          {"encoder_reparameterization_type", "LSTM"}}},
-        // The LoRA family. (PiSSA / OLoRA are not here: they put the residual W − s·BA into the
-        // base while active, by design; tests/test_lora_init.cpp checks that deactivating restores W.)
-        {"dora", {{"peft_type", "LORA"}, {"r", 4}, {"use_dora", true}}},
-        {"loha", {{"peft_type", "LOHA"}, {"r", 2}}},
-        {"lokr", {{"peft_type", "LOKR"}, {"r", 1}, {"decompose_both", true}}},
-        {"vera", {{"peft_type", "VERA"}, {"r", 8}}},
-        {"vera-regenerated", {{"peft_type", "VERA"}, {"r", 8}, {"save_projection", false}}},
-        {"oft", {{"peft_type", "OFT"}, {"oft_block_size", 4}}},
-        {"oft-cayley", {{"peft_type", "OFT"}, {"r", 2}, {"oft_block_size", 0}, {"use_cayley_neumann", false}}},
-    };
-    return rows;
-}
-
 }  // namespace
 
 TEST_SUITE("peft") {
 
 TEST_CASE("method contract: every method leaves the base untouched, ungraded, unoptimized, and saves what it loads") {
-    for (const MethodRow& row : methods()) {
+    for (const MethodRow& row : method_rows()) {
         CAPTURE(row.name);
         auto m = lesson_model();
         Rng rng(3);
