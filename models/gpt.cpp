@@ -175,7 +175,8 @@ Tensor GPT::attention(int64_t l, const Tensor& x, const std::pair<Tensor, Tensor
         k = concat_seq(prefix.first, k);
         v = concat_seq(prefix.second, v);
     }
-    Tensor y = causal_attention(q, k, v, H, P, 1.0f / std::sqrt(float(D)));   // (B,T,C)
+    Tensor y = (attention_saved_probs ? causal_attention_saved_probs : causal_attention)(q, k, v, H, P,
+                                                                                          1.0f / std::sqrt(float(D)));   // (B,T,C)
     return dropout(a.o_proj(y), config.dropout, training, dropout_rng);
 }
 
@@ -245,6 +246,7 @@ Tensor GPT::forward(const Tensor& ids, bool training) {
 }
 
 Tensor GPT::loss(const Tensor& ids, const Tensor& targets, bool training) {
+    if (unfused_loss) return cross_entropy(forward(ids, training), targets);
     return linear_cross_entropy(hidden(ids, training), wte.weight, targets);
 }
 

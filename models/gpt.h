@@ -116,6 +116,10 @@ public:
     // again during backward (Note [Gradient checkpointing], engine/autograd.h). Same gradients, bit
     // for bit; the activations of one block at a time instead of all of them, for one more forward.
     bool gradient_checkpointing = false;
+    // The plain versions of two memory cures, to measure what each saves (`peft bench`): the loss as
+    // cross_entropy of the whole (B,T,V) logits instead of linear_cross_entropy's chunks, and
+    // attention keeping its (B,H,T,P+T) probabilities (causal_attention_saved_probs). Same values.
+    bool unfused_loss = false, attention_saved_probs = false;
 
     // `quantize` set: every block Linear's weight is frozen and stored quantised as soon as it is
     // initialised (quantize() below), so the float32 weights never exist all at once.
@@ -128,7 +132,7 @@ public:
     // ids: int32 (B,T) -> logits (B,T,V) = hidden(ids) wteᵀ (the LM head is tied to the embedding).
     Tensor forward(const Tensor& ids, bool training = false);
     // Mean cross-entropy of forward(ids) against targets (B,T), -1 ignored. Fused with the LM head a
-    // chunk of rows at a time (linear_cross_entropy), so no (B,T,V) logits exist.
+    // chunk of rows at a time (linear_cross_entropy), so no (B,T,V) logits exist (unless unfused_loss).
     Tensor loss(const Tensor& ids, const Tensor& targets, bool training = false);
     // Positions left for real tokens: block_size minus the virtual tokens and prefix rows an
     // attached method puts in front of them.

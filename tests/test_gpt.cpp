@@ -42,6 +42,27 @@ TEST_CASE("gpt: logits and loss agree with the naive double-precision reference"
     CHECK(m.loss(I, Tt).item() == doctest::Approx(naive::loss(all, tg)).epsilon(1e-5));
 }
 
+TEST_CASE("gpt: unfused_loss and attention_saved_probs (the plain cures, for bench) give the same loss and gradients") {
+    auto run = [](bool plain) {
+        Rng rng(1);
+        GPT m(tiny_config(), rng);
+        perturb(m, 2);
+        m.unfused_loss = m.attention_saved_probs = plain;
+        Tensor I = Tensor::from_ints({1, 5, 3, 9, 0, 2, 7, 4}, {2, 4}), Tt = Tensor::from_ints({5, 3, 9, -1, 2, 7, 4, 1}, {2, 4});
+        Tensor loss = m.loss(I, Tt, true);
+        loss.backward();
+        std::vector<float> out = {loss.item()};
+        for (const Param& p : m.params.all()) {
+            const std::vector<float> g = p.tensor.grad().to_vector();
+            out.insert(out.end(), g.begin(), g.end());
+        }
+        return out;
+    };
+    const std::vector<float> fused = run(false), plain = run(true);
+    std::string why;
+    CHECK_MESSAGE(allclose(plain, std::vector<double>(fused.begin(), fused.end()), 1e-5, 1e-6, &why), why);
+}
+
 TEST_CASE("gpt: gradcheck through the whole tiny model (every parameter kind)") {
     Rng rng(3);
     GPTConfig c = tiny_config();
