@@ -34,6 +34,7 @@ struct TrainFlags {
     GPTConfig model;
     TrainConfig train;
     bool resume = false, overwrite = false, json_out = false, gradient_checkpointing = false;
+    std::string quantize;   // --quantize: the frozen base's format ("" = float32)
     nlohmann::json resume_peft_config;   // a resumed PEFT run's recorded adapter config
     int samples = 200;
     int64_t accuracy_examples = 100;
@@ -136,6 +137,8 @@ Run set_up(TrainFlags& f, const CLI::App& cmd) {
     attach_method(f, cmd, r);
     open_data(r);
     r.trainer = std::make_unique<Trainer>(*r.model, r.trainable(), TrainData{r.text.get(), r.task.get()}, f.train);
+    // After the Trainer checked that every rank starts from the same float32 base; the method froze it.
+    if (const std::optional<QType> q = quantize_format(f.quantize, f.method.method)) r.model->quantize(*q);
     if (f.resume) {
         ENGINE_CHECK(read_run_state(f.out).exists, ValueError, "--resume: {} holds no run to continue", f.out);
         load_run(f.out, *r.trainer, r.method);
@@ -166,7 +169,7 @@ nlohmann::json run_settings(const TrainFlags& f) {
                         {"warmup", f.train.warmup}, {"weight_decay", shortest(f.train.weight_decay)},
                         {"grad_clip", shortest(f.train.grad_clip)}, {"eval_every", f.train.eval_every},
                         {"eval_iters", f.train.eval_iters}, {"seed", f.common.seed}, {"dropout", shortest(f.model.dropout)},
-                        {"skip_nonfinite", f.train.skip_nonfinite}};
+                        {"skip_nonfinite", f.train.skip_nonfinite}, {"quantize", f.quantize}};
     return j;
 }
 
@@ -392,6 +395,7 @@ void continue_settings(TrainFlags& f, const CLI::App& cmd) {
         else if (key == "seed") f.common.seed = was.get<uint64_t>();
         else if (key == "dropout") f.model.dropout = was.get<float>();
         else if (key == "skip_nonfinite") f.train.skip_nonfinite = was.get<bool>();
+        else if (key == "quantize") f.quantize = was.get<std::string>();
     }
     // The method's options: the recorded config, which a given flag must not contradict.
     if (rs.settings.contains("peft_config") && rs.settings["peft_config"].is_object()) {
@@ -448,6 +452,7 @@ void run_train(TrainFlags& f, const CLI::App& cmd) {
     apply_defaults(f, cmd);
     f.train.seed = f.common.seed;
     f.train.validate();
+    quantize_format(f.quantize, f.method.method);   // an unknown format or full fine-tuning: refused before any write
     check_outputs(f);
     const bool writer = dist::rank() == 0;   // under MPI only rank 0 writes files
     const bool created = writer && !fs::exists(f.out);
@@ -503,6 +508,7 @@ void add_train_command(CLI::App& app) {
     add_number(cmd, "--eval_iters", f->train.eval_iters, "validation batches", 1, 1 << 20)->capture_default_str();
     cmd->add_flag("--gradient_checkpointing", f->gradient_checkpointing,
                   "keep only each block's input and run the block again in backward: less memory, one more forward");
+    add_quantize_flag(*cmd, f->quantize);
     cmd->add_flag("--skip_nonfinite", f->train.skip_nonfinite, "skip a batch whose loss or gradient is NaN/Inf instead of stopping");
     add_number(cmd, "--samples", f->samples, "characters to sample before and after (a task shows one greedy answer instead; 0: none)", 0, 100000)->capture_default_str();
     cmd->add_option("--prompt", f->prompt, "prompt for the samples (text data; default: a newline, or the vocabulary's first symbol)");

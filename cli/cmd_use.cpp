@@ -25,7 +25,9 @@ struct Loaded {
 
 // The base checkpoint plus every --adapter folder, the last one active. "--adapter NAME=DIR"
 // names an adapter (for --adapter_names); a plain DIR is "default", or "adapterI" among several.
-Loaded load_model(const std::string& ckpt, const std::vector<std::string>& adapters) {
+// --quantize: then the base's block Linears are stored quantised (nothing here trains).
+Loaded load_model(const std::string& ckpt, const std::vector<std::string>& adapters, const std::string& quantize) {
+    const std::optional<QType> quant = quantize_format(quantize, "");   // an unknown format: refused before loading
     Loaded l{load_checkpoint(ckpt), nullptr};
     l.peft = std::make_unique<PeftModel>(*l.ck.model);
     Rng rng(0);
@@ -38,6 +40,10 @@ Loaded load_model(const std::string& ckpt, const std::vector<std::string>& adapt
                      kBaseAdapterName);
         l.peft->add(name, load_adapter(named ? adapters[i].substr(eq + 1) : adapters[i], *l.ck.model, rng));
     }
+    if (quant) {
+        l.ck.model->params.freeze_all();
+        l.ck.model->quantize(*quant);
+    }
     return l;
 }
 
@@ -45,15 +51,17 @@ struct UseFlags {
     CommonFlags common;
     std::string model, data, text, out;
     std::vector<std::string> adapters, adapter_names, prompts{"\n"};
+    std::string quantize;   // generate, eval, forward
     int64_t max_new = 200, top_k = 20, batch = 16, eval_iters = 20, accuracy_examples = 200;
     float temperature = 0.8f;
     bool json_out = false, no_cache = false;
 };
 
-void add_model_flags(CLI::App* cmd, UseFlags& f, bool adapters = true) {
+void add_model_flags(CLI::App* cmd, UseFlags& f, bool adapters = true, bool quantize = false) {
     f.common.add(*cmd);
     cmd->add_option("--model", f.model, "model checkpoint (model.safetensors) or Hugging Face GPT-2 folder")->required();
     if (adapters) cmd->add_option("--adapter", f.adapters, "adapter folder(s), or NAME=DIR; the last one is active");
+    if (quantize) add_quantize_flag(*cmd, f.quantize);
 }
 
 // --out must not be, or resolve to, anything this command reads: the model, an adapter folder
@@ -80,7 +88,7 @@ void run_generate(UseFlags& f) {
     ENGINE_CHECK(f.adapter_names.size() <= 1 || f.adapter_names.size() == f.prompts.size(), ValueError,
                  "--adapter_names: {} names for {} prompts (give one per --prompt, or one for all)", f.adapter_names.size(),
                  f.prompts.size());
-    Loaded l = load_model(f.model, f.adapters);
+    Loaded l = load_model(f.model, f.adapters, f.quantize);
     Rng rng(f.common.seed);
     for (size_t i = 0; i < f.prompts.size(); i++) {
         std::unique_ptr<MixedBatch> mix;
@@ -100,7 +108,7 @@ void run_generate(UseFlags& f) {
 
 void run_eval(UseFlags& f) {
     f.common.apply();
-    Loaded l = load_model(f.model, f.adapters);
+    Loaded l = load_model(f.model, f.adapters, f.quantize);
     GPT& m = *l.ck.model;
     // --adapter_names: sample b of every batch runs through adapter_names[b mod n] (a mixed batch)
     std::unique_ptr<MixedBatch> mix;
@@ -124,7 +132,7 @@ void run_eval(UseFlags& f) {
 void run_forward(UseFlags& f) {
     f.common.apply();
     refuse_output_over_inputs(f);
-    Loaded l = load_model(f.model, f.adapters);
+    Loaded l = load_model(f.model, f.adapters, f.quantize);
     std::vector<int32_t> ids = l.ck.tokenizer.encode(f.text);
     ENGINE_CHECK(!ids.empty(), ValueError, "--text is empty");
     NoGradGuard ng;
@@ -139,7 +147,7 @@ void run_merge(UseFlags& f) {
     f.common.apply();
     ENGINE_CHECK(f.adapters.size() == 1, ValueError, "merge takes exactly one --adapter, got {}", f.adapters.size());
     refuse_output_over_inputs(f);
-    Loaded l = load_model(f.model, f.adapters);
+    Loaded l = load_model(f.model, f.adapters, f.quantize);
     Method* m = l.peft->active();
     ENGINE_CHECK(m->can_merge(), ValueError, "{} adapters cannot be merged into the base weights (LORA, IA3, LOHA, LOKR, VERA and OFT can)",
                  m->peft_type());
@@ -207,7 +215,7 @@ void run_export(UseFlags& f) {
     if (std::filesystem::exists(f.out + "/config.json")) held.push_back("config.json");
     ENGINE_CHECK(held.empty(), ValueError, "--out {} already holds {}: export writes a new folder, never over another model",
                  f.out, fmt::join(held, ", "));
-    Loaded l = load_model(f.model, f.adapters);
+    Loaded l = load_model(f.model, f.adapters, f.quantize);
     if (Method* m = l.peft->active()) {
         ENGINE_CHECK(m->can_merge(), ValueError,
                      "{} adapters cannot be merged into the base weights, so they cannot be exported into a GPT-2 "
@@ -233,7 +241,7 @@ void add_export_command(CLI::App& app) {
 void add_generate_command(CLI::App& app) {
     auto f = std::make_shared<UseFlags>();
     CLI::App* cmd = app.add_subcommand("generate", "sample text from a model (optionally with adapters)");
-    add_model_flags(cmd, *f);
+    add_model_flags(cmd, *f, true, true);
     cmd->add_option("--prompt", f->prompts, "text to continue (several: one generation each)");
     cmd->add_option("--adapter_names", f->adapter_names, "the adapter (NAME of --adapter NAME=DIR, or __base__) per --prompt")
         ->delimiter(',');
@@ -247,7 +255,7 @@ void add_generate_command(CLI::App& app) {
 void add_eval_command(CLI::App& app) {
     auto f = std::make_shared<UseFlags>();
     CLI::App* cmd = app.add_subcommand("eval", "validation loss (and task accuracy) of a model on a dataset");
-    add_model_flags(cmd, *f);
+    add_model_flags(cmd, *f, true, true);
     cmd->add_option("--data", f->data, "dataset name or path")->required();
     cmd->add_option("--adapter_names", f->adapter_names,
                     "adapters mixed in each batch: sample b uses name b mod n (NAME of --adapter NAME=DIR, or __base__)")
@@ -262,7 +270,7 @@ void add_eval_command(CLI::App& app) {
 void add_forward_command(CLI::App& app) {
     auto f = std::make_shared<UseFlags>();
     CLI::App* cmd = app.add_subcommand("forward", "write the tokens and logits of a text to a safetensors file");
-    add_model_flags(cmd, *f);
+    add_model_flags(cmd, *f, true, true);
     cmd->add_option("--text", f->text, "input text")->required();
     cmd->add_option("--out", f->out, "output .safetensors file")->required();
     cmd->callback([f]() { run_forward(*f); });

@@ -193,3 +193,18 @@ nlohmann::json run_json(const std::string& cmd, const std::string& log_path) {
     ENGINE_CHECK(j.is_object(), Error, "this command printed no JSON line: {}\n{}", cmd, where);
     return j;
 }
+
+void add_quantize_flag(CLI::App& cmd, std::string& value) {
+    cmd.add_option("--quantize", value,
+                   "store the frozen base's block Linears quantised: q8_0, q4_0 or nf4 (the embedding / LM head stays "
+                   "float32; docs/MEMORY.md)");
+}
+
+std::optional<QType> quantize_format(const std::string& value, const std::string& method) {
+    if (value.empty()) return std::nullopt;
+    const QType t = parse_qtype(value);
+    ENGINE_CHECK(method != "full", ValueError,
+                 "--quantize {} with full fine-tuning: quantised weights are frozen blocks no gradient can update; "
+                 "train a PEFT method over them (e.g. --method lora)", value);
+    return t;
+}

@@ -3,11 +3,13 @@
 #pragma once
 #include <CLI/CLI.hpp>
 #include <limits>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <type_traits>
 #include "engine/check.h"
 #include "engine/memory.h"
+#include "engine/quant.h"
 
 // ---- numeric flags
 //
@@ -43,6 +45,12 @@ struct CommonFlags {
     void add(CLI::App& cmd);
     void apply() const;   // sets the thread count and the ops
 };
+
+// --quantize q8_0|q4_0|nf4 (train, eval, generate, forward, bench): the frozen block Linears stored
+// in blocks (engine/quant.h, docs/MEMORY.md). quantize_format: nothing for "", else the format;
+// ValueError for an unknown one, or with --method full (a quantised weight cannot train).
+void add_quantize_flag(CLI::App& cmd, std::string& value);
+std::optional<QType> quantize_format(const std::string& value, const std::string& method);
 
 // Registration of each subcommand (one file each under cli/).
 void add_train_command(CLI::App& app);
