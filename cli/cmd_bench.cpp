@@ -25,6 +25,8 @@ struct BenchFlags {
     GPTConfig model;
     int64_t batch = 8, steps = 10, warmup_steps = 2;
     bool json_out = false, profile = false, gradient_checkpointing = false;
+    bool unfused_loss = false, attention_saved_probs = false;   // the plain versions (docs/MEMORY.md's descent)
+    std::string quantize;
 };
 
 double flops_per_step(const GPT& m, const Method* method, int64_t B, int64_t T) {
@@ -70,8 +72,12 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
     // slots get positions of their own beyond it, so every method trains on B·T tokens a step.
     GPTConfig config = f.model;
     if (f.method.method != "full") config.block_size += f.method.to_config(cmd, Tokenizer::bytes()).value("num_virtual_tokens", 0);
-    GPT model(config, rng);
+    // --quantize: each block Linear is quantised as soon as it is initialised, so the float32
+    // weights never exist all at once (they would set the peak RSS).
+    GPT model(config, rng, quantize_format(f.quantize, f.method.method));
     model.gradient_checkpointing = f.gradient_checkpointing;
+    model.unfused_loss = f.unfused_loss;
+    model.attention_saved_probs = f.attention_saved_probs;
     PeftModel peft(model);
     Method* method = nullptr;
     if (f.method.method != "full") {
@@ -127,6 +133,8 @@ void run_bench(BenchFlags& f, const CLI::App& cmd) {
         nlohmann::json j = {{"method", f.method.method}, {"n_layer", f.model.n_layer}, {"n_head", f.model.n_head},
                             {"n_embd", f.model.n_embd}, {"block", f.model.block_size}, {"batch", B},
                             {"vocab", f.model.vocab_size}, {"threads", num_threads()}, {"blas_core", blas_core()},
+                            {"quantize", f.quantize}, {"gradient_checkpointing", f.gradient_checkpointing},
+                            {"unfused_loss", f.unfused_loss}, {"attention_saved_probs", f.attention_saved_probs},
                             {"trainable_params", n_train},
                             {"all_params", n_all}, {"ms_per_step", med}, {"ms_min", ms.front()}, {"ms_max", ms.back()},
                             {"tokens_per_s", double(B * T) / (med / 1000)},
@@ -164,6 +172,11 @@ void add_bench_command(CLI::App& app) {
     cmd->add_flag("--json", f->json_out, "print the results as one JSON object on the last line");
     cmd->add_flag("--gradient_checkpointing", f->gradient_checkpointing,
                   "keep only each block's input and run the block again in backward");
+    cmd->add_flag("--unfused_loss", f->unfused_loss,
+                  "the plain loss: the whole (B,T,V) logits and their gradient, not the fused chunked LM head + cross-entropy");
+    cmd->add_flag("--attention_saved_probs", f->attention_saved_probs,
+                  "the plain attention: keep the (B,H,T,T) probabilities for backward instead of one log-sum-exp per row");
+    add_quantize_flag(*cmd, f->quantize);
     cmd->add_flag("--profile", f->profile, "also print the time and GEMM FLOPs of each op's forward and backward per step");
     f->method.add(*cmd);
     cmd->callback([f, cmd]() { run_bench(*f, *cmd); });
