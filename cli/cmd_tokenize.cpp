@@ -16,6 +16,7 @@
 namespace {
 
 struct TokenizeFlags {
+    CommonFlags common;
     std::string tokenizer, text, file;
     bool json_out = false, bench = false;
     double bench_mb = 4;
@@ -69,6 +70,7 @@ void run_bench(const TokenizeFlags& f) {
 }
 
 void run_tokenize(const TokenizeFlags& f) {
+    f.common.apply();
     if (f.bench) return run_bench(f);
     ENGINE_CHECK(!f.text.empty() || !f.file.empty(), ValueError, "tokenize: give --text STR or --file F (or --bench)");
     ENGINE_CHECK(f.text.empty() || f.file.empty(), ValueError, "tokenize: give --text or --file, not both");
@@ -89,6 +91,7 @@ void run_tokenize(const TokenizeFlags& f) {
 void add_tokenize_command(CLI::App& app) {
     auto f = std::make_shared<TokenizeFlags>();
     CLI::App* cmd = app.add_subcommand("tokenize", "print the token ids of a text (or benchmark a tokenizer)");
+    f->common.add(*cmd);
     cmd->add_option("--tokenizer", f->tokenizer,
                      "tokenizer folder (vocab.json + merges.txt or encoder.json + vocab.bpe), model folder or checkpoint")
         ->required();

@@ -299,9 +299,12 @@ void add_inspect_command(CLI::App& app) {
 // step — "finished: step 1500 of 1500", "unfinished: step 250 of 1500", or "none".
 void add_status_command(CLI::App& app) {
     auto dir = std::make_shared<std::string>();
+    auto common = std::make_shared<CommonFlags>();
     CLI::App* cmd = app.add_subcommand("status", "say whether a run folder holds a finished or an unfinished run");
+    common->add(*cmd);
     cmd->add_option("dir", *dir, "a run folder (--out of peft train)")->required();
-    cmd->callback([dir]() {
+    cmd->callback([dir, common]() {
+        common->apply();
         const RunState rs = read_run_state(*dir);
         if (!rs.exists) return fmt::print("none\n");
         if (rs.steps < 0) return fmt::print("unknown: step {} (the run did not record how many steps it planned)\n", rs.step);

@@ -239,6 +239,14 @@ TEST_CASE("issue item 13: help shows LoRA's defaults and compare's --lr without 
     CHECK(r.code == 0);
     r = peft("gen-data gd --threads 1");
     CHECK(r.code == 0);
+    // every subcommand takes --threads, as the README says
+    const std::string top = peft("--help").out;
+    for (const char* sub : {"train", "generate", "eval", "forward", "merge", "inspect", "bench-engine", "gen-data", "bench",
+                            "compare", "combine", "bench-mixed", "tokenize", "export", "status"}) {
+        CAPTURE(sub);
+        CHECK(top.find(std::string("  ") + sub + " ") != std::string::npos);   // the list is complete
+        CHECK(peft(std::string(sub) + " --help").out.find("--threads") != std::string::npos);
+    }
 }
 
 TEST_CASE("issue item 13: a /proc file is read whole, not reported as empty") {
