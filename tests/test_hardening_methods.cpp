@@ -3,8 +3,10 @@
 // halfway. The per-method lessons (tests/test_<method>.cpp) teach what works; this file what is
 // refused.
 #include <fstream>
+#include <functional>
 #include "peft_helpers.h"
 #include "engine/safetensors.h"
+#include "engine/fileio.h"
 
 namespace {
 
@@ -20,6 +22,23 @@ json prompt_config(int64_t P, const std::string& init = "RANDOM") {
 }
 json ptuning_config(int64_t P, const std::string& type = "MLP", int64_t h = 8) {
     return peft_config("P_TUNING", {{"num_virtual_tokens", P}, {"encoder_reparameterization_type", type}, {"encoder_hidden_size", h}});
+}
+
+// An adapter saved from a wider base model is refused naming n_embd on both sides; one saved on
+// this model whose adapter_config.json is then changed by `edit` is refused with `expected`.
+void refused_from_wider_base_or_edited_config(const json& config, const std::function<void(json&)>& edit,
+                                              const std::string& expected) {
+    Rng rng(18);
+    TempDir dir;
+    save_from_wider_base(dir.path, config, rng);
+    auto m = lesson_model();
+    CHECK_THROWS_WITH_AS(load_adapter(dir.path, *m, rng), doctest::Contains("n_embd 32 (adapter) vs 16 (model)"), ValueError);
+    save_adapter(dir.path, *make_method(config, *m, rng), *m);
+    json cfg = json::parse(read_file(dir.path + "/adapter_config.json", 1 << 20));
+    edit(cfg);
+    std::ofstream(dir.path + "/adapter_config.json") << cfg.dump();
+    auto fresh = lesson_model();
+    CHECK_THROWS_WITH_AS(load_adapter(dir.path, *fresh, rng), doctest::Contains(expected.c_str()), ValueError);
 }
 
 }  // namespace
@@ -68,22 +87,10 @@ TEST_CASE("lora: bad config values are ValueErrors naming the field and the valu
 }
 
 TEST_CASE("lora: loading an adapter made for another base or with another rank fails, naming what differs") {
-    Rng rng(18);
-    TempDir dir;
-    save_from_wider_base(dir.path, peft_config("LORA"), rng);
-    auto m = lesson_model();
-    CHECK_THROWS_WITH_AS(load_adapter(dir.path, *m, rng), doctest::Contains("n_embd 32 (adapter) vs 16 (model)"), ValueError);
-
     // A config whose r does not match the tensors: each tensor is named with both shapes.
-    save_adapter(dir.path, *make_lora(peft_config("LORA"), *m, rng), *m);
-    std::ifstream in(dir.path + "/adapter_config.json");
-    json cfg = json::parse(in);
-    cfg["r"] = 4;
-    std::ofstream(dir.path + "/adapter_config.json") << cfg.dump();
-    auto fresh = lesson_model();
-    CHECK_THROWS_WITH_AS(load_adapter(dir.path, *fresh, rng),
-                         doctest::Contains(("tensor '" + kQ + ".lora_A.weight' is F32[8, 16] but the config on this base model gives F32[4, 16]").c_str()),
-                         ValueError);
+    refused_from_wider_base_or_edited_config(peft_config("LORA"), [](json& cfg) { cfg["r"] = 4; },
+                                             "tensor '" + kQ + ".lora_A.weight' is F32[8, 16] but the config on this "
+                                             "base model gives F32[4, 16]");
 }
 
 // ---- IA³
@@ -108,22 +115,10 @@ TEST_CASE("ia3: bad config values and unknown targets are ValueErrors naming the
 }
 
 TEST_CASE("ia3: loading an adapter made for another base or another layout fails, naming what differs") {
-    Rng rng(17);
-    TempDir dir;
-    save_from_wider_base(dir.path, peft_config("IA3"), rng);
-    auto m = lesson_model();
-    CHECK_THROWS_WITH_AS(load_adapter(dir.path, *m, rng), doctest::Contains("n_embd 32 (adapter) vs 16 (model)"), ValueError);
-
     // A config that makes fc_out output-scaled while the file holds input-scaling vectors.
-    save_adapter(dir.path, *make_ia3(peft_config("IA3"), *m, rng), *m);
-    std::ifstream in(dir.path + "/adapter_config.json");
-    json cfg = json::parse(in);
-    cfg["feedforward_modules"] = json::array();
-    std::ofstream(dir.path + "/adapter_config.json") << cfg.dump();
-    auto fresh = lesson_model();
-    CHECK_THROWS_WITH_AS(load_adapter(dir.path, *fresh, rng),
-                         doctest::Contains(("tensor '" + kFF + "' is F32[1, 64] but the config on this base model gives F32[16, 1]").c_str()),
-                         ValueError);
+    refused_from_wider_base_or_edited_config(peft_config("IA3"), [](json& cfg) { cfg["feedforward_modules"] = json::array(); },
+                                             "tensor '" + kFF + "' is F32[1, 64] but the config on this base model gives "
+                                             "F32[16, 1]");
 }
 
 // ---- bottleneck adapters
