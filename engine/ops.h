@@ -68,6 +68,6 @@ Tensor causal_attention_saved_probs(const Tensor& q, const Tensor& k, const Tens
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index = -1);
 // cross_entropy(linear(x, W), targets) a chunk of rows at a time: no (N, V) logits or logits-gradient
 // buffer ever exists; keeps dx (and dW) for backward (Note [The LM head and its loss, fused and chunked]).
-// chunk_rows > 0 sets the rows per chunk (tests); 0 takes as many as 16 MiB of logits hold.
+// chunk_rows > 0 sets the rows per chunk (tests); 0 takes as many as 64 MiB of logits hold.
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& W, const Tensor& targets, int32_t ignore_index = -1,
                             int64_t chunk_rows = 0);
