@@ -41,6 +41,13 @@ void refused_from_wider_base_or_edited_config(const json& config, const std::fun
     CHECK_THROWS_WITH_AS(load_adapter(dir.path, *fresh, rng), doctest::Contains(expected.c_str()), ValueError);
 }
 
+// Building a `type` adapter with these extra fields on model m is one ValueError containing msg.
+void refused(GPT& m, const std::string& type, const json& extra, const char* msg) {
+    Rng rng(5);
+    CAPTURE(extra.dump());
+    CHECK_THROWS_WITH_AS(make_method(peft_config(type, extra), m, rng), doctest::Contains(msg), ValueError);
+}
+
 }  // namespace
 
 TEST_SUITE("peft hardening") {
@@ -232,6 +239,90 @@ TEST_CASE("p-tuning: a mismatched adapter fails naming the tensor and both shape
                                            {"prompt_encoder.mlp_head.0.weight", Tensor::zeros({8, 16})}};
     CHECK_THROWS_WITH_AS(m->load_state(extra, "a.safetensors"),
                          doctest::Contains("unexpected tensor 'prompt_encoder.mlp_head.0.weight'"), ValueError);
+}
+
+// ---- the LoRA family
+
+TEST_CASE("loha: bad config values are one error naming HF's field") {
+    auto m = lesson_model();
+    Rng rng(5);
+    auto bad = [&](const json& extra, const char* msg) { refused(*m, "LOHA", extra, msg); };
+    bad({{"r", 0}}, "invalid LOHA config: `r` should be a positive integer value but the value passed is 0");
+    bad({{"alpha", -1}}, "`alpha` should be a positive number");
+    bad({{"rank_dropout", 1.5}}, "`rank_dropout` should be in [0, 1)");
+    bad({{"module_dropout", -0.1}}, "`module_dropout` should be in [0, 1)");
+    bad({{"init_weights", "yes"}}, "`init_weights` should be true or false");
+    bad({{"target_modules", {"nope"}}}, "Target modules [nope] not found");
+    CHECK(m->params.count(true) == m->params.count());
+}
+
+
+TEST_CASE("lokr: bad config values are one error naming HF's field") {
+    auto m = lesson_model();
+    Rng rng(4);
+    auto bad = [&](const json& extra, const char* msg) { refused(*m, "LOKR", extra, msg); };
+    bad({{"r", -2}}, "invalid LOKR config: `r` should be a positive integer value");
+    bad({{"decompose_factor", 0}}, "`decompose_factor` should be -1 or a positive integer but the value passed is 0");
+    bad({{"decompose_factor", -3}}, "`decompose_factor` should be -1 or a positive integer");
+    bad({{"init_weights", "pissa"}}, "`init_weights` should be true, false or \"lycoris\"");
+    bad({{"decompose_both", 1}}, "`decompose_both` should be true or false");
+    CHECK(m->params.count(true) == m->params.count());
+}
+
+
+TEST_CASE("vera: bad values, and projections that do not fit the targets, are one error; nothing loads halfway") {
+    auto m = lesson_model();
+    Rng rng(7);
+    auto bad = [&](const json& extra, const char* msg) { refused(*m, "VERA", extra, msg); };
+    bad({{"r", 0}}, "invalid VERA config: `r` should be a positive integer value");
+    bad({{"projection_prng_key", -1}}, "`projection_prng_key` should be a non-negative integer");
+    bad({{"vera_dropout", 1}}, "`vera_dropout` should be in [0, 1)");
+    bad({{"d_initial", "x"}}, "`d_initial` should be a finite number");
+    bad({{"save_projection", "no"}}, "`save_projection` should be true or false");
+
+    auto vera = make_method(peft_config("VERA", {{"r", 8}}), *m, rng);
+    std::map<std::string, Tensor> st;
+    for (auto& [k, t] : vera->state()) st[k] = t.clone();
+    st["base_model.vera_A"] = Tensor::zeros({8, 12});   // made for a model with narrower targets
+    const uint64_t before = checksum(vera->params);
+    CHECK_THROWS_WITH_AS(vera->load_state(st, "f"), doctest::Contains("tensor 'base_model.vera_A' has shape F32[8, 12] but r = 8"),
+                         ValueError);
+    st.erase("base_model.vera_A");
+    CHECK_THROWS_WITH_AS(vera->load_state(st, "f"), doctest::Contains("missing tensor 'base_model.vera_A' (the config says save_projection: true)"),
+                         ValueError);
+    CHECK(checksum(vera->params) == before);
+}
+
+
+TEST_CASE("oft: a block size that does not divide a width, both r and oft_block_size, bad values: one error each") {
+    auto m = lesson_model();
+    Rng rng(6);
+    auto bad = [&](const json& extra, const char* msg) { refused(*m, "OFT", extra, msg); };
+    bad({{"oft_block_size", 6}}, "transformer.h.0.attn.q_proj: `oft_block_size` = 6 does not divide its input width 16 (the nearest that does: 4)");
+    bad({{"oft_block_size", 32}}, "`oft_block_size` = 32 does not divide its input width 16 (the nearest that does: 16)");
+    bad({{"r", 3}, {"oft_block_size", 0}}, "`r` = 3 does not divide its input width 16");
+    bad({{"r", 2}, {"oft_block_size", 8}}, "You can only specify either `r` (2) or `oft_block_size` (8)");
+    bad({{"r", 0}, {"oft_block_size", 0}}, "Either `r` or `oft_block_size` must be non-zero");
+    bad({{"num_cayley_neumann_terms", 0}}, "`num_cayley_neumann_terms` should be a positive integer");
+    bad({{"eps", 0}}, "`eps` should be a positive number");
+    bad({{"module_dropout", 1}}, "`module_dropout` should be in [0, 1)");
+    CHECK(m->params.count(true) == m->params.count());
+}
+
+
+TEST_CASE("lora init: bad values and an r beyond the weight's rank are one error naming the field") {
+    auto m = lesson_model();
+    Rng rng(10);
+    CHECK_THROWS_WITH_AS(make_lora(peft_config("LORA", {{"init_lora_weights", "loftq"}}), *m, rng),
+                         doctest::Contains("`init_lora_weights` should be true, false, \"gaussian\""), ValueError);
+    CHECK_THROWS_WITH_AS(make_lora(peft_config("LORA", {{"init_lora_weights", "pissa_niter_x"}}), *m, rng),
+                         doctest::Contains("`init_lora_weights` should be"), ValueError);
+    const uint64_t before = base_checksum(*m);
+    CHECK_THROWS_WITH_AS(make_lora(peft_config("LORA", {{"init_lora_weights", "pissa"}, {"r", 17}}), *m, rng),
+                         doctest::Contains("transformer.h.0.attn.q_proj: `r` = 17 is larger than min(in, out) = 16"),
+                         ValueError);
+    CHECK(base_checksum(*m) == before);
+    CHECK(m->params.count(true) == m->params.count());   // nothing frozen: nothing attached
 }
 
 }  // TEST_SUITE

@@ -1,5 +1,6 @@
 // tests/test_oft.cpp — OFT as a lesson: y = (x R) Wᵀ + b, R block-diagonal and orthogonal, each
 // block the Cayley transform of a trained skew-symmetric Q (HF's oft_block_size / r form).
+// Bad configs and adapter files that do not fit: tests/test_hardening_methods.cpp.
 #include "family_helpers.h"
 #include "engine/linalg.h"
 #include "peft/oft.h"
@@ -143,24 +144,6 @@ TEST_CASE("oft: COFT keeps each block's ‖Q‖ within eps; module_dropout turns
         for (int64_t j = 0; j < 6; j++) ss += 2.0 * w.data()[k * 6 + j] * w.data()[k * 6 + j];
         CHECK(std::sqrt(ss) <= 1e-2 / 2 * 1.0001);   // eps / √(rows = 4)
     }
-}
-
-TEST_CASE("oft: a block size that does not divide a width, both r and oft_block_size, bad values: one error each") {
-    auto m = lesson_model();
-    Rng rng(6);
-    auto bad = [&](const json& extra, const char* msg) {
-        CAPTURE(extra.dump());
-        CHECK_THROWS_WITH_AS(make_method(peft_config("OFT", extra), *m, rng), doctest::Contains(msg), ValueError);
-    };
-    bad({{"oft_block_size", 6}}, "transformer.h.0.attn.q_proj: `oft_block_size` = 6 does not divide its input width 16 (the nearest that does: 4)");
-    bad({{"oft_block_size", 32}}, "`oft_block_size` = 32 does not divide its input width 16 (the nearest that does: 16)");
-    bad({{"r", 3}, {"oft_block_size", 0}}, "`r` = 3 does not divide its input width 16");
-    bad({{"r", 2}, {"oft_block_size", 8}}, "You can only specify either `r` (2) or `oft_block_size` (8)");
-    bad({{"r", 0}, {"oft_block_size", 0}}, "Either `r` or `oft_block_size` must be non-zero");
-    bad({{"num_cayley_neumann_terms", 0}}, "`num_cayley_neumann_terms` should be a positive integer");
-    bad({{"eps", 0}}, "`eps` should be a positive number");
-    bad({{"module_dropout", 1}}, "`module_dropout` should be in [0, 1)");
-    CHECK(m->params.count(true) == m->params.count());
 }
 
 }  // TEST_SUITE
