@@ -67,17 +67,11 @@ void add_model_flags(CLI::App* cmd, UseFlags& f, bool adapters = true, bool quan
 // --out must not be, or resolve to, anything this command reads: the model, an adapter folder
 // or a file in one. Checked before loading, so a refusal changes nothing.
 void refuse_output_over_inputs(const UseFlags& f) {
-    namespace fs = std::filesystem;
-    auto canon = [](const std::string& p) {
-        std::error_code ec;
-        const fs::path c = fs::weakly_canonical(p, ec);
-        return ec ? fs::path(p) : c;
-    };
-    const fs::path out = canon(f.out);
-    std::vector<std::pair<std::string, fs::path>> inputs = {{f.model, canon(f.model)}};
+    const std::string out = canonical_path(f.out);
+    std::vector<std::pair<std::string, std::string>> inputs = {{f.model, canonical_path(f.model)}};
     for (const std::string& a : f.adapters)
         for (const char* part : {"", "/adapter_config.json", "/adapter_model.safetensors"})
-            inputs.push_back({a + part, canon(a + part)});
+            inputs.push_back({a + part, canonical_path(a + part)});
     for (const auto& [given, path] : inputs)
         ENGINE_CHECK(out != path, ValueError, "--out {} is an input of this command ({}): write the result elsewhere", f.out, given);
 }

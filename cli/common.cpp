@@ -1,5 +1,6 @@
 // cli/common.cpp — strict numeric flags, --config files, shared flags, printing helpers.
 #include "common.h"
+#include <filesystem>
 #include <algorithm>
 #include <climits>
 #include <array>
@@ -207,4 +208,10 @@ std::optional<QType> quantize_format(const std::string& value, const std::string
                  "--quantize {} with full fine-tuning: quantised weights are frozen blocks no gradient can update; "
                  "train a PEFT method over them (e.g. --method lora)", value);
     return t;
+}
+
+std::string canonical_path(const std::string& path) {
+    std::error_code ec;
+    const std::filesystem::path p = std::filesystem::weakly_canonical(path, ec);
+    return ec ? path : p.string();
 }

@@ -38,6 +38,10 @@ CLI::Option* add_number(CLI::App* cmd, const std::string& flag, T& value, const 
 // --threads N (default: OMP_NUM_THREADS or all cores), --seed S, and --config FILE.json, which
 // sets any long flag the command line did not: {"steps": 200, "lr": 0.001, "target_modules":
 // ["q_proj"]}. Its values pass the same checks as the flags'; an unknown key is an error.
+// The path with links and ".." resolved as far as it exists (std::filesystem::weakly_canonical),
+// or the path itself when that fails: what "is this output one of the inputs?" compares.
+std::string canonical_path(const std::string& path);
+
 struct CommonFlags {
     int threads = 0;
     uint64_t seed = 1337;
