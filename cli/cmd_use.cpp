@@ -201,14 +201,11 @@ void run_inspect(const std::string& path) {
 void run_export(UseFlags& f) {
     f.common.apply();
     ENGINE_CHECK(f.adapters.size() <= 1, ValueError, "export takes at most one --adapter, got {}", f.adapters.size());
-    struct stat a{}, b{};
-    ENGINE_CHECK(!(stat(f.model.c_str(), &a) == 0 && stat(f.out.c_str(), &b) == 0 && a.st_dev == b.st_dev &&
-                   a.st_ino == b.st_ino),
-                 ValueError, "--out {} is the --model folder: export writes a new folder, never over its input", f.out);
     std::vector<std::string> held = run_files::present(f.out);   // a model, an adapter or a run's state
     if (std::filesystem::exists(f.out + "/config.json")) held.push_back("config.json");
     ENGINE_CHECK(held.empty(), ValueError, "--out {} already holds {}: export writes a new folder, never over another model",
                  f.out, fmt::join(held, ", "));
+    refuse_output_over_inputs(f);   // e.g. --out the model file itself
     Loaded l = load_model(f.model, f.adapters, f.quantize);
     if (Method* m = l.peft->active()) {
         ENGINE_CHECK(m->can_merge(), ValueError,
