@@ -50,6 +50,7 @@ struct Run {
     std::unique_ptr<TextDataset> text;
     std::unique_ptr<TaskDataset> task;
     std::unique_ptr<Trainer> trainer;
+    std::optional<QType> quantized;    // the base's block Linears are stored in this format
     ParamList& trainable() { return method ? method->params : model->params; }
 };
 
@@ -60,8 +61,16 @@ void load_or_build_model(TrainFlags& f, const CLI::App& cmd, Run& r) {
                  "--method {} fine-tunes a base model: give --base CKPT (pretrain one first with --method full)",
                  f.method.method);
     if (!f.base.empty() || (f.resume && f.method.method == "full")) {
-        Checkpoint ck = load_checkpoint(f.resume && f.method.method == "full" ? run_files::model(f.out) : f.base);
+        const std::string path = f.resume && f.method.method == "full" ? run_files::model(f.out) : f.base;
+        // --quantize: each block Linear quantised as it is read, so the float32 base never exists whole.
+        Checkpoint ck = load_checkpoint(path, quantize_format(f.quantize, f.method.method));
         r.model = std::move(ck.model);
+        if (const std::optional<QType> q = r.model->quantized_as()) {
+            ENGINE_CHECK(f.method.method != "full", ValueError,
+                         "--method full: {} is quantised ({}), and quantised weights cannot train; start from the "
+                         "float32 model, or train a PEFT method over this one", path, qtype_name(*q));
+            r.quantized = q;
+        }
         r.tok = ck.tokenizer;
         const GPTConfig& c = r.model->config;
         using Dim = std::tuple<const char*, int64_t, int64_t>;   // flag, given, the loaded model's
@@ -125,8 +134,9 @@ Run set_up(TrainFlags& f, const CLI::App& cmd) {
     attach_method(f, cmd, r);
     open_data(r);
     r.trainer = std::make_unique<Trainer>(*r.model, r.trainable(), TrainData{r.text.get(), r.task.get()}, f.train);
-    // After the Trainer checked that every rank starts from the same float32 base; the method froze it.
-    if (const std::optional<QType> q = quantize_format(f.quantize, f.method.method)) r.model->quantize(*q);
+    // Block Linears a method made float32 again (PiSSA's residual, modules_to_save's original) go
+    // back into blocks; the Trainer has checked that every rank starts from the same base.
+    if (r.quantized) r.model->quantize(*r.quantized);
     if (f.resume) {
         ENGINE_CHECK(read_run_state(f.out).exists, ValueError, "--resume: {} holds no run to continue", f.out);
         load_run(f.out, *r.trainer, r.method);

@@ -25,10 +25,11 @@ struct Loaded {
 
 // The base checkpoint plus every --adapter folder, the last one active. "--adapter NAME=DIR"
 // names an adapter (for --adapter_names); a plain DIR is "default", or "adapterI" among several.
-// --quantize: then the base's block Linears are stored quantised (nothing here trains).
+// --quantize: then the base's block Linears are quantised as they are read (nothing here trains);
+// a quantised checkpoint (peft quantize) is quantised already.
 Loaded load_model(const std::string& ckpt, const std::vector<std::string>& adapters, const std::string& quantize) {
     const std::optional<QType> quant = quantize_format(quantize, "");   // an unknown format: refused before loading
-    Loaded l{load_checkpoint(ckpt), nullptr};
+    Loaded l{load_checkpoint(ckpt, quant), nullptr};   // quantised as it is read
     l.peft = std::make_unique<PeftModel>(*l.ck.model);
     Rng rng(0);
     for (size_t i = 0; i < adapters.size(); i++) {
@@ -39,10 +40,6 @@ Loaded load_model(const std::string& ckpt, const std::vector<std::string>& adapt
         ENGINE_CHECK(name != kBaseAdapterName, ValueError, "--adapter {}: the name {} stands for the base model", adapters[i],
                      kBaseAdapterName);
         l.peft->add(name, load_adapter(named ? adapters[i].substr(eq + 1) : adapters[i], *l.ck.model, rng));
-    }
-    if (quant) {
-        l.ck.model->params.freeze_all();
-        l.ck.model->quantize(*quant);
     }
     return l;
 }
@@ -74,6 +71,30 @@ void refuse_output_over_inputs(const UseFlags& f) {
             inputs.push_back({a + part, canonical_path(a + part)});
     for (const auto& [given, path] : inputs)
         ENGINE_CHECK(out != path, ValueError, "--out {} is an input of this command ({}): write the result elsewhere", f.out, given);
+}
+
+// A quantised base written where float32 weights are expected (a merged checkpoint, a GPT-2
+// folder): its dequantised values, said in one line. Quantising them again is `peft quantize`.
+void dequantize_with_note(GPT& model, const std::string& what) {
+    const std::optional<QType> q = model.quantized_as();
+    if (!q) return;
+    model.dequantize();
+    fmt::print(stderr, "note: the base is quantised ({}); {} holds its dequantised float32 weights\n", qtype_name(*q), what);
+}
+
+// `peft quantize`: the model with its block Linears as blocks, one safetensors file a quarter
+// (q8_0) to an seventh (q4_0, nf4) the size of the float32 one, which every command loads as it is.
+void run_quantize(UseFlags& f) {
+    f.common.apply();
+    const std::optional<QType> quant = quantize_format(f.quantize, "");
+    ENGINE_CHECK(quant, ValueError, "--quantize is required: q8_0, q4_0 or nf4");
+    refuse_output_over_inputs(f);
+    Checkpoint ck = load_checkpoint(f.model, quant);
+    save_checkpoint(f.out, *ck.model, ck.tokenizer);
+    int64_t blocks = 0;
+    for (auto& [name, lin] : ck.model->linears()) blocks += int64_t(lin->qweight->nbytes());
+    fmt::print("wrote {}: {} block Linears as {} ({:.1f} MiB of blocks; embeddings, LayerNorms and biases float32)\n",
+               f.out, ck.model->linears().size(), qtype_name(*quant), double(blocks) / (1 << 20));
 }
 
 // --adapter_names: one per prompt (or one for all), each a loaded adapter's name or __base__.
@@ -153,6 +174,7 @@ void run_merge(UseFlags& f) {
     Tensor ids = Tensor::from_ints(probe, {1, int64_t(probe.size())});
     std::vector<float> before = l.ck.model->forward(ids).to_vector();
     m->merge(*l.ck.model);   // the merged weights are now the base; the adapter's seams are gone
+    dequantize_with_note(*l.ck.model, "the merged checkpoint");
     std::vector<float> after = l.ck.model->forward(ids).to_vector();
     double worst = 0;
     for (size_t i = 0; i < before.size(); i++) worst = std::max(worst, double(std::fabs(before[i] - after[i])));
@@ -161,40 +183,32 @@ void run_merge(UseFlags& f) {
                f.model, f.out, worst);
 }
 
-// A Hugging Face model folder: its config as this engine reads it, and the tensors of its
-// model.safetensors (names, dtypes, shapes) from the header alone.
-void inspect_hf_folder(const std::string& path) {
-    const GPTConfig c = read_hf_gpt2_config(path + "/config.json");
-    fmt::print("Hugging Face GPT-2 folder {}\nmodel config: {}\n", path, c.to_json());
-    SafeTensorsFile st(path + "/model.safetensors");
+// A safetensors file from its header alone (any size): each tensor's dtype and shape, the metadata.
+void list_tensors(const std::string& file) {
+    SafeTensorsFile st(file);
     int64_t total = 0;
     fmt::print("{}: {} tensors\n", st.path(), st.tensors().size());
     for (const TensorInfo& t : st.tensors()) {
         fmt::print("  {:<60} {} {}\n", t.name, t.dtype, t.shape.str());
         total += t.shape.numel();
     }
-    fmt::print("{} values in all\n", total);
+    fmt::print("{} values in all\nmetadata:\n", total);
+    for (auto& [k, v] : st.metadata()) fmt::print("  {}: {}\n", k, v.size() > 300 ? v.substr(0, 300) + "..." : v);
 }
 
 void run_inspect(const std::string& path) {
     struct stat st{};
     ENGINE_CHECK(stat(path.c_str(), &st) == 0, FileError, "{}: no such file or folder", path);
-    if (is_hf_folder(path)) return inspect_hf_folder(path);
     std::string file = path;
-    if (S_ISDIR(st.st_mode)) {
+    if (is_hf_folder(path)) {   // its config as this engine reads it
+        fmt::print("Hugging Face GPT-2 folder {}\nmodel config: {}\n", path, read_hf_gpt2_config(path + "/config.json").to_json());
+        file = path + "/model.safetensors";
+    } else if (S_ISDIR(st.st_mode)) {
         const std::string cfg = path + "/adapter_config.json";
         fmt::print("adapter folder {}\n{}:\n{}\n", path, cfg, read_file(cfg, 1 << 20));
         file = path + "/adapter_model.safetensors";
     }
-    SafeTensors s = load_safetensors(file);
-    int64_t total = 0;
-    fmt::print("{}: {} tensors\n", file, s.tensors.size());
-    for (auto& [name, t] : s.tensors) {
-        fmt::print("  {:<60} {}\n", name, describe(t));
-        total += t.numel();
-    }
-    fmt::print("{} values in all\nmetadata:\n", total);
-    for (auto& [k, v] : s.metadata) fmt::print("  {}: {}\n", k, v.size() > 300 ? v.substr(0, 300) + "..." : v);
+    list_tensors(file);
 }
 
 // The base (with the adapter merged, when one is given) as a Hugging Face GPT-2 folder.
@@ -213,6 +227,7 @@ void run_export(UseFlags& f) {
                      "folder (only LORA and IA3 can)", m->peft_type());
         m->merge(*l.ck.model);
     }
+    dequantize_with_note(*l.ck.model, "the GPT-2 folder");
     export_hf_gpt2(f.out, *l.ck.model, l.ck.tokenizer);
     fmt::print("wrote {}: config.json, model.safetensors ({} parameters{}){}\n", f.out, l.ck.model->params.count(),
                f.adapters.empty() ? "" : ", adapter merged",
@@ -273,6 +288,14 @@ void add_merge_command(CLI::App& app) {
     add_model_flags(cmd, *f);
     cmd->add_option("--out", f->out, "merged checkpoint file")->required();
     cmd->callback([f]() { run_merge(*f); });
+}
+
+void add_quantize_command(CLI::App& app) {
+    auto f = std::make_shared<UseFlags>();
+    CLI::App* cmd = app.add_subcommand("quantize", "write a model with its block Linears quantised (q8_0, q4_0, nf4)");
+    add_model_flags(cmd, *f, false, true);
+    cmd->add_option("--out", f->out, "quantised checkpoint file")->required();
+    cmd->callback([f]() { run_quantize(*f); });
 }
 
 void add_inspect_command(CLI::App& app) {

@@ -62,6 +62,7 @@ void add_generate_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_forward_command(CLI::App& app);
 void add_merge_command(CLI::App& app);
+void add_quantize_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 void add_bench_engine_command(CLI::App& app);

@@ -87,6 +87,7 @@ int main(int argc, char** argv) {
     add_eval_command(app);
     add_forward_command(app);
     add_merge_command(app);
+    add_quantize_command(app);
     add_inspect_command(app);
     add_export_command(app);
     add_bench_engine_command(app);

@@ -88,22 +88,33 @@ static const char* file_kind(mode_t m) {
     return "not a regular file";
 }
 
-std::string read_file(const std::string& path, size_t max_bytes) {
+int open_regular_file(const std::string& path, uint64_t* size) {
     // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below). open follows
     // links, so the checks are on the file a link points to.
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) throw sys_error(path, "cannot open", errno);
-    struct Closer { int fd; ~Closer() { ::close(fd); } } closer{fd};
-    struct stat st;
-    if (::fstat(fd, &st) != 0) throw sys_error(path, "cannot stat", errno);
-    ENGINE_CHECK(!S_ISDIR(st.st_mode), FileError, "{}: is a directory, not a file", path);
-    ENGINE_CHECK(S_ISREG(st.st_mode), FileError, "{}: is {}, not a regular file: only regular files are read", path,
-                 file_kind(st.st_mode));
-    ENGINE_CHECK(uint64_t(st.st_size) <= max_bytes, FileError, "{}: file too large ({} bytes; the limit is {})", path,
-                 int64_t(st.st_size), max_bytes);
+    try {
+        struct stat st;
+        if (::fstat(fd, &st) != 0) throw sys_error(path, "cannot stat", errno);
+        ENGINE_CHECK(!S_ISDIR(st.st_mode), FileError, "{}: is a directory, not a file", path);
+        ENGINE_CHECK(S_ISREG(st.st_mode), FileError, "{}: is {}, not a regular file: only regular files are read", path,
+                     file_kind(st.st_mode));
+        *size = uint64_t(st.st_size);
+    } catch (...) {
+        ::close(fd);
+        throw;
+    }
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    return fd;
+}
+
+std::string read_file(const std::string& path, size_t max_bytes) {
+    uint64_t size = 0;
+    const int fd = open_regular_file(path, &size);
+    struct Closer { int fd; ~Closer() { ::close(fd); } } closer{fd};
+    ENGINE_CHECK(size <= max_bytes, FileError, "{}: file too large ({} bytes; the limit is {})", path, size, max_bytes);
     std::string out;
-    out.reserve(size_t(st.st_size));
+    out.reserve(size_t(size));
     char buf[1 << 16];
     for (;;) {   // to the end, never past the limit: /proc files say size 0, and a file may grow meanwhile
         const ssize_t n = ::read(fd, buf, sizeof buf);

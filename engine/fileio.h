@@ -37,6 +37,8 @@ void atomic_write_file(const std::string& path, const std::string& bytes);
 // size before reading, and again while reading). Each kind of file has its own limit (e.g.
 // kMaxDatasetBytes, 1 MiB for JSON configs).
 std::string read_file(const std::string& path, size_t max_bytes);
+// The same checks, for a file read in parts: its descriptor (the caller closes it) and size.
+int open_regular_file(const std::string& path, uint64_t* size);
 
 // `mkdir -p`: creates the folder and its missing parents; FileError naming the path otherwise.
 void make_dirs(const std::string& path);

@@ -96,6 +96,15 @@ Linear::Linear(int64_t in_, int64_t out_, bool has_bias, Rng& rng, float std) : 
     if (has_bias) bias = Tensor::zeros({out}, DType::F32, Mem::Params);
 }
 
+Linear Linear::zeros(int64_t in, int64_t out, bool has_bias) {
+    ENGINE_CHECK(in > 0 && out > 0, ValueError, "Linear: sizes must be positive, got in {} out {}", in, out);
+    Linear l;
+    l.in = in, l.out = out;
+    l.weight = Tensor::zeros({out, in}, DType::F32, Mem::Params);
+    if (has_bias) l.bias = Tensor::zeros({out}, DType::F32, Mem::Params);
+    return l;
+}
+
 // x: (..., in) -> (..., out). A PEFT wrap (LoRA, IA³) replaces the whole call.
 Tensor Linear::operator()(const Tensor& x) const { return wrap ? wrap->forward(*this, x) : base_forward(x); }
 
@@ -108,8 +117,14 @@ void Linear::quantize(QType type, const std::string& name) {
                  "{}: its weight trains, and a quantised weight cannot (no gradient reaches its blocks); freeze it "
                  "first, e.g. by attaching a PEFT method", name);
     if (quantized()) dequantize();
-    qweight = std::make_shared<const QWeight>(QWeight::quantize(weight, type, name + ".weight"));
-    weight.impl().storage.reset();   // the float32 values go; the parameter keeps its name and shape
+    set_quantized(QWeight::quantize(weight, type, name + ".weight"));   // the float32 values go; the parameter keeps its name and shape
+}
+
+void Linear::set_quantized(QWeight q) {
+    ENGINE_CHECK(q.rows == out && q.cols == in && !weight.requires_grad(), ShapeError,
+                 "set_quantized: blocks of a [{}, {}] weight for a frozen [{}, {}] Linear", q.rows, q.cols, out, in);
+    qweight = std::make_shared<const QWeight>(std::move(q));
+    weight.impl().storage.reset();
 }
 
 void Linear::dequantize() {
@@ -145,6 +160,14 @@ void LayerNorm::register_params(ParamList& params, const std::string& prefix) {
 Embedding::Embedding(int64_t num_, int64_t dim_, Rng& rng, float std) : num(num_), dim(dim_) {
     ENGINE_CHECK(num > 0 && dim > 0, ValueError, "Embedding: sizes must be positive, got {} rows of width {}", num, dim);
     weight = Tensor::randn({num, dim}, rng, std, Mem::Params);
+}
+
+Embedding Embedding::zeros(int64_t num, int64_t dim) {
+    ENGINE_CHECK(num > 0 && dim > 0, ValueError, "Embedding: sizes must be positive, got {} rows of width {}", num, dim);
+    Embedding e;
+    e.num = num, e.dim = dim;
+    e.weight = Tensor::zeros({num, dim}, DType::F32, Mem::Params);
+    return e;
 }
 
 // ids: int32 (B,T) -> (B,T,C)

@@ -61,6 +61,7 @@ struct Linear {
     std::shared_ptr<const QWeight> qweight; // W's blocks once quantize() ran, else null
     Linear() = default;
     Linear(int64_t in, int64_t out, bool has_bias, Rng& rng, float std = 0.02f);
+    static Linear zeros(int64_t in, int64_t out, bool has_bias);   // W = 0, b = 0: for a loader to fill
     Tensor operator()(const Tensor& x) const;   // x: (..., in) -> (..., out)
     // The base layer alone, what PEFT wraps call: linear(x, W, b), or quant_linear on W's blocks.
     Tensor base_forward(const Tensor& x) const;
@@ -68,6 +69,7 @@ struct Linear {
     // Stores W in blocks of `type`, frees its float32 values. W must be frozen (ValueError saying
     // why otherwise); `name` names the module in errors (QWeight::check's).
     void quantize(QType type, const std::string& name);
+    void set_quantized(QWeight q);   // W's blocks as given (e.g. read from a file; shape checked), W's floats freed
     void dequantize();   // W float32 again (the dequantised values), qweight dropped; no-op if not quantised
     void register_params(ParamList& params, const std::string& prefix);   // prefix + ".weight", ".bias"
 };
@@ -89,6 +91,7 @@ struct Embedding {
     Tensor weight;   // (V, C)
     Embedding() = default;
     Embedding(int64_t num, int64_t dim, Rng& rng, float std = 0.02f);
+    static Embedding zeros(int64_t num, int64_t dim);   // for a loader to fill
     Tensor operator()(const Tensor& ids) const;   // int32 (B,T) -> (B,T,C)
     void register_params(ParamList& params, const std::string& prefix);   // prefix + ".weight"
 };

@@ -133,6 +133,40 @@ QWeight QWeight::quantize(const Tensor& W, QType type, const std::string& what) 
     return q;
 }
 
+Shape QWeight::stored_shape(QType type, int64_t rows, int64_t cols, const std::string& what) {
+    ENGINE_CHECK(cols % qblock_values(type) == 0, ShapeError,
+                 "{} [{}, {}]: its {} columns do not divide into {} blocks of {} values", what, rows, cols, cols,
+                 qtype_name(type), qblock_values(type));
+    return Shape{rows, cols / qblock_values(type) * qblock_bytes(type)};
+}
+
+QWeight QWeight::from_blocks(QType type, int64_t rows, int64_t cols, std::shared_ptr<Storage> blocks,
+                             const std::string& what) {
+    const Shape s = stored_shape(type, rows, cols, what);
+    ENGINE_CHECK(blocks && blocks->bytes() == size_t(s.numel()), ShapeError, "{}: {} bytes of blocks, but {} [{}, {}] needs {}",
+                 what, blocks ? blocks->bytes() : 0, qtype_name(type), rows, cols, s.numel());
+    const int64_t n = qblock_values(type), bb = qblock_bytes(type), per_row = cols / n;
+    const uint8_t* in = static_cast<const uint8_t*>(blocks->data());
+    for (int64_t k = 0; k < rows * per_row; k++) {   // the scale leads each block: fp16 d, or nf4's fp32 absmax
+        float scale;
+        if (type == QType::NF4) std::memcpy(&scale, in + k * bb, 4);
+        else {
+            uint16_t h;
+            std::memcpy(&h, in + k * bb, 2);
+            scale = half_to_float(h);
+        }
+        ENGINE_CHECK(std::isfinite(scale) && (type != QType::NF4 || scale >= 0), NumericError,
+                     "{}: the {} block of row {} at column {} has scale {}: a block scale must be finite{}", what,
+                     qtype_name(type), k / per_row, k % per_row * n, scale, type == QType::NF4 ? " and not negative" : "");
+    }
+    QWeight q;
+    q.type = type;
+    q.rows = rows;
+    q.cols = cols;
+    q.blocks = std::move(blocks);
+    return q;
+}
+
 void QWeight::dequantize_rows(int64_t r0, int64_t r1, float* out) const {
     const int64_t n = qblock_values(type), bb = qblock_bytes(type), first = r0 * (cols / n), last = r1 * (cols / n);
     const uint8_t* in = static_cast<const uint8_t*>(blocks->data());

@@ -49,6 +49,13 @@ struct QWeight {
     // NaN or Inf value, ValueError if a block's scale does not fit fp16 (q8_0, q4_0).
     static void check(const Tensor& W, QType type, const std::string& what);
     static QWeight quantize(const Tensor& W, QType type, const std::string& what);   // check(), then the blocks
+    // In a file (models/checkpoint.h) the blocks are one U8 tensor of this shape: each row of W
+    // is cols / qblock_values blocks of qblock_bytes. ShapeError if cols is not whole blocks.
+    static Shape stored_shape(QType type, int64_t rows, int64_t cols, const std::string& what);
+    // Blocks read from a file, kept as they are: every scale must be finite (and nf4's absmax
+    // ≥ 0), else NumericError naming `what` and the block's row and column.
+    static QWeight from_blocks(QType type, int64_t rows, int64_t cols, std::shared_ptr<Storage> blocks,
+                               const std::string& what);
     void dequantize_rows(int64_t r0, int64_t r1, float* out) const;   // rows [r0, r1) -> (r1 − r0, cols) floats
     Tensor dequantize() const;                                        // (rows, cols) float32
     size_t nbytes() const { return blocks ? blocks->bytes() : 0; }

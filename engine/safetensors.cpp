@@ -118,12 +118,12 @@ std::string show(const json& v) {
 }
 
 struct Entry {
-    std::string name, dtype;   // dtype: "F32", "I32", "F16" or "BF16"
+    std::string name, dtype;   // dtype: "F32", "I32", "F16", "BF16" or "U8"
     Shape shape;
     uint64_t begin, end, nbytes;
 };
 
-uint64_t element_bytes(const std::string& dtype) { return dtype == "F16" || dtype == "BF16" ? 2 : 4; }
+uint64_t element_bytes(const std::string& dtype) { return dtype == "U8" ? 1 : dtype == "F16" || dtype == "BF16" ? 2 : 4; }
 
 // An integer in [0, limit] from a JSON value, or false.
 bool as_uint(const json& v, uint64_t limit, uint64_t* out) {
@@ -147,7 +147,7 @@ Entry parse_entry(const std::string& file, const std::string& name, const json& 
     const json& dt = v["dtype"];
     ENGINE_CHECK(dt.is_string(), FileError, "{}: tensor '{}': dtype must be a string, got {}", file, name, show(dt));
     const std::string s = dt.get<std::string>();
-    const bool readable = s == "F32" || s == "I32" || s == "F16" || s == "BF16";
+    const bool readable = s == "F32" || s == "I32" || s == "F16" || s == "BF16" || s == "U8";
     ENGINE_CHECK(readable || !is_safetensors_dtype(s), FileError,
                  "{}: tensor '{}': unsupported dtype '{}' (this engine reads F32 and I32)", file, name, s);
     ENGINE_CHECK(readable, FileError, "{}: tensor '{}': unknown dtype '{}'", file, name, s);
@@ -304,12 +304,9 @@ const Tensor& SafeTensors::at(const std::string& name) const {
 // ---- tensor by tensor
 
 SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
-    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    ENGINE_CHECK(fd_ >= 0, FileError, "{}: cannot open: {}", path, std::strerror(errno));
+    uint64_t size = 0;
+    fd_ = open_regular_file(path, &size);   // a FIFO or device is refused, never waited on
     try {
-        struct stat st{};
-        ENGINE_CHECK(fstat(fd_, &st) == 0 && S_ISREG(st.st_mode), FileError, "{}: not a regular file", path);
-        const uint64_t size = uint64_t(st.st_size);
         unsigned char first8[8] = {};
         read_at(0, first8, std::min<uint64_t>(8, size));
         const uint64_t n = header_length(first8, size, path);
@@ -318,11 +315,7 @@ SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
         Index ix = parse_index(header.data(), n, size, path);
         metadata_ = std::move(ix.metadata);
         data_start_ = ix.data_start;
-        for (const Entry& e : ix.entries) {
-            ENGINE_CHECK(e.dtype != "I32", FileError, "{}: tensor '{}': dtype I32 where weights (F32, F16, BF16) are expected",
-                         path, e.name);
-            tensors_.push_back({e.name, e.dtype, e.shape, e.begin, e.end});
-        }
+        for (const Entry& e : ix.entries) tensors_.push_back({e.name, e.dtype, e.shape, e.begin, e.end});
     } catch (...) {
         ::close(fd_);
         throw;
@@ -349,6 +342,8 @@ void SafeTensorsFile::read_at(uint64_t offset, void* dst, uint64_t n) const {
 }
 
 void SafeTensorsFile::read_f32_rows(const TensorInfo& t, int64_t row0, int64_t rows, float* dst) const {
+    ENGINE_CHECK(t.dtype != "U8" && t.dtype != "I32", FileError, "{}: tensor '{}' is {} where float values (F32, F16, BF16) "
+                 "are expected", path_, t.name, t.dtype);
     const int64_t cols = t.shape.ndim >= 2 ? t.shape.numel() / std::max<int64_t>(1, t.shape.dims[0]) : 1;
     const uint64_t eb = t.dtype == "F32" ? 4 : 2, n = uint64_t(rows * cols);
     const uint64_t at = data_start_ + t.begin + uint64_t(row0 * cols) * eb;
@@ -372,21 +367,31 @@ void SafeTensorsFile::read_f32(const TensorInfo& t, float* dst) const {
     read_f32_rows(t, 0, t.shape.ndim >= 1 ? t.shape.dims[0] : 1, dst);
 }
 
-void save_safetensors_streamed(const std::string& path, const std::vector<std::pair<std::string, Shape>>& tensors,
-                               const std::function<void(size_t, float*)>& fill,
+void SafeTensorsFile::read_bytes(const TensorInfo& t, void* dst) const {
+    ENGINE_CHECK(t.dtype == "U8", FileError, "{}: tensor '{}' is {} where U8 blocks are expected", path_, t.name, t.dtype);
+    read_at(data_start_ + t.begin, dst, t.end - t.begin);
+}
+
+void save_safetensors_streamed(const std::string& path, const std::vector<StreamedTensor>& tensors,
+                               const std::function<void(size_t, void*)>& fill,
                                const std::map<std::string, std::string>& metadata) {
-    // The header as save_safetensors writes it (names sorted; every tensor F32), from shapes alone.
+    // The header as save_safetensors writes it (F32 before U8, then names sorted), from shapes alone.
+    auto bytes = [&](size_t i) { return uint64_t(tensors[i].shape.numel()) * (tensors[i].u8 ? 1 : 4); };
     std::vector<size_t> order(tensors.size());
     for (size_t i = 0; i < order.size(); i++) order[i] = i;
-    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return tensors[a].first < tensors[b].first; });
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+        return tensors[a].u8 != tensors[b].u8 ? tensors[b].u8 : tensors[a].name < tensors[b].name;
+    });
     std::string h = "{";
     if (!metadata.empty()) h += "\"__metadata__\":" + json(metadata).dump() + ",";
     uint64_t offset = 0;
     for (size_t k = 0; k < order.size(); k++) {
-        const auto& [name, shape] = tensors[order[k]];
-        ENGINE_CHECK(k == 0 || name != tensors[order[k - 1]].first, ValueError, "save_safetensors: tensor name '{}' repeated", name);
-        const uint64_t nbytes = uint64_t(shape.numel()) * 4;
-        h += json(name).dump() + ":{\"dtype\":\"F32\",\"shape\":[";
+        const StreamedTensor& t = tensors[order[k]];
+        const std::string& name = t.name;
+        const Shape& shape = t.shape;
+        ENGINE_CHECK(k == 0 || name != tensors[order[k - 1]].name, ValueError, "save_safetensors: tensor name '{}' repeated", name);
+        const uint64_t nbytes = bytes(order[k]);
+        h += json(name).dump() + ":{\"dtype\":\"" + (t.u8 ? "U8" : "F32") + "\",\"shape\":[";
         for (int d = 0; d < shape.ndim; d++) h += (d ? "," : "") + std::to_string(shape.dims[d]);
         h += "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + nbytes) + "]},";
         offset += nbytes;
@@ -399,11 +404,11 @@ void save_safetensors_streamed(const std::string& path, const std::vector<std::p
         for (int i = 0; i < 8; i++) n[i] = (unsigned char)(uint64_t(h.size()) >> (8 * i));
         w.write(n, 8);
         w.write(h);
-        std::vector<float> buf;
+        std::vector<float> buf;   // floats, so that F32 tensors are aligned
         for (size_t i : order) {
-            buf.assign(size_t(tensors[i].second.numel()), 0.f);
+            buf.assign(size_t((bytes(i) + 3) / 4), 0.f);
             fill(i, buf.data());
-            w.write(buf.data(), buf.size() * sizeof(float));
+            w.write(buf.data(), bytes(i));
         }
     });
 }

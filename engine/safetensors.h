@@ -60,11 +60,11 @@ SafeTensors parse_safetensors(const std::string& bytes, const std::string& name_
 // ---- large files, one tensor at a time
 //
 // A model file is read without a second copy of the weights in memory: SafeTensorsFile reads
-// and checks only the header when opened (every rule above; dtypes F32, F16 and BF16), and
+// and checks only the header when opened (every rule above; dtypes F32, F16, BF16 and U8), and
 // then one tensor (or a block of its rows) at a time into a float buffer the caller owns.
 // F16 and BF16 widen to float exactly (every 16-bit value is a float).
 struct TensorInfo {
-    std::string name, dtype;   // dtype "F32", "F16" or "BF16"
+    std::string name, dtype;   // dtype "F32", "F16", "BF16" or "U8" (quantised blocks, engine/quant.h)
     Shape shape;
     uint64_t begin, end;       // byte offsets into the data buffer
 };
@@ -84,6 +84,8 @@ public:
     void read_f32(const TensorInfo& t, float* dst) const;
     // Rows row0 .. row0+rows-1 of its first dimension (rows × the other dims' size values).
     void read_f32_rows(const TensorInfo& t, int64_t row0, int64_t rows, float* dst) const;
+    // A U8 tensor's bytes into dst (end − begin of them); FileError for any other dtype.
+    void read_bytes(const TensorInfo& t, void* dst) const;
 
 private:
     void read_at(uint64_t offset, void* dst, uint64_t n) const;
@@ -94,9 +96,14 @@ private:
     std::map<std::string, std::string> metadata_;
 };
 
-// Writes F32 tensors known by name and shape, each produced by fill(i, dst) (numel floats)
-// just before it is written: a model is written from another layout without a second copy.
-// Same header and layout as save_safetensors; atomic.
-void save_safetensors_streamed(const std::string& path, const std::vector<std::pair<std::string, Shape>>& tensors,
-                               const std::function<void(size_t, float*)>& fill,
+// Writes tensors known by name and shape, F32 or U8, each produced by fill(i, dst) (numel floats
+// or bytes) just before it is written: a model is written from another layout, or from quantised
+// blocks, without a second copy. Same header and layout as save_safetensors; atomic.
+struct StreamedTensor {
+    std::string name;
+    Shape shape;
+    bool u8 = false;   // U8 (bytes), else F32
+};
+void save_safetensors_streamed(const std::string& path, const std::vector<StreamedTensor>& tensors,
+                               const std::function<void(size_t, void*)>& fill,
                                const std::map<std::string, std::string>& metadata = {});

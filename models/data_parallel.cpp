@@ -92,7 +92,8 @@ static uint64_t hash_tensors(const std::vector<std::pair<std::string, Tensor>>& 
 
 static std::vector<std::pair<std::string, Tensor>> named(const ParamList& params) {
     std::vector<std::pair<std::string, Tensor>> out;
-    for (const Param& p : params.all()) out.push_back({p.name, p.tensor});
+    for (const Param& p : params.all())
+        if (p.tensor.storage_ptr()) out.push_back({p.name, p.tensor});   // a quantised weight: its blocks, below
     return out;
 }
 
@@ -104,9 +105,11 @@ void check_replicas(const ParamList& trainable, const Optimizer& opt, const std:
                      fmt::format("{:016x}", h));
 }
 
-void check_same_start(const ParamList& model, const ParamList& trainable) {
+void check_same_start(GPT& model, const ParamList& trainable) {
     if (dist::size() == 1) return;
-    const uint64_t h = hash_tensors(named(trainable), hash_tensors(named(model), 0));
+    uint64_t h = hash_tensors(named(trainable), hash_tensors(named(model.params), 0));
+    for (auto& [name, lin] : model.linears())
+        if (lin->quantized()) h = dist::hash_bytes(lin->qweight->blocks->data(), lin->qweight->nbytes(), h);
     dist::check_same("the checksum of the starting weights (load the same base checkpoint on every rank)",
                      fmt::format("{:016x}", h));
 }

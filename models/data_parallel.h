@@ -27,6 +27,7 @@
 #include "data/dataset.h"
 #include "engine/module.h"
 #include "engine/optim.h"
+#include "models/gpt.h"
 
 // The seed of example stream s (stream 0 is the seed itself, so a one-process run is unchanged).
 uint64_t stream_seed(uint64_t seed, int64_t s);
@@ -50,5 +51,5 @@ double average_gradients(const ParamList& trainable, double loss, int64_t tokens
 // A hash of the trainable parameters and the optimizer state; under MPI compared across ranks:
 // a difference throws dist::MismatchError naming the ranks (weights diverged; nothing is saved).
 void check_replicas(const ParamList& trainable, const Optimizer& opt, const std::string& when);
-// The same for the starting weights (the whole model and the trainable tensors).
-void check_same_start(const ParamList& model, const ParamList& trainable);
+// The same for the starting weights (the whole model, quantised blocks included, and the trainable tensors).
+void check_same_start(GPT& model, const ParamList& trainable);

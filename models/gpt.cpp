@@ -101,11 +101,18 @@ static Linear& block_linear(Block& b, const std::string& name) {
 // ---- construction: GPT-2 init, N(0, 0.02); residual projections scaled by 1/sqrt(2 n_layer)
 
 GPT::GPT(const GPTConfig& cfg, Rng& rng, std::optional<QType> quantize) : config(cfg), dropout_rng(0) {
+    build(&rng, quantize);
+}
+
+GPT::GPT(const GPTConfig& cfg, std::optional<QType> quantize) : config(cfg), dropout_rng(0) { build(nullptr, quantize); }
+
+void GPT::build(Rng* rng, std::optional<QType> quantize) {
+    const GPTConfig& cfg = config;
     config.validate();
     const int64_t C = cfg.n_embd;
     const float std_resid = 0.02f / std::sqrt(2.0f * float(cfg.n_layer));
-    wte = Embedding(cfg.vocab_size, C, rng);
-    wpe = Embedding(cfg.block_size, C, rng);
+    wte = rng ? Embedding(cfg.vocab_size, C, *rng) : Embedding::zeros(cfg.vocab_size, C);
+    wpe = rng ? Embedding(cfg.block_size, C, *rng) : Embedding::zeros(cfg.block_size, C);
     wte.register_params(params, "transformer.wte");
     wpe.register_params(params, "transformer.wpe");
     h.resize(size_t(cfg.n_layer));
@@ -118,11 +125,12 @@ GPT::GPT(const GPTConfig& cfg, Rng& rng, std::optional<QType> quantize) : config
         for (const BlockLinear& s : block_linears(cfg)) {
             if (s.site == Site::Mlp && !params.find(p + "ln_2.weight")) b.ln_2.register_params(params, p + "ln_2");
             Linear& lin = block_linear(b, s.name);
-            lin = Linear(s.in, s.out, cfg.bias, rng, s.residual ? std_resid : 0.02f);
+            lin = rng ? Linear(s.in, s.out, cfg.bias, *rng, s.residual ? std_resid : 0.02f) : Linear::zeros(s.in, s.out, cfg.bias);
             lin.register_params(params, p + s.name);
             if (quantize) {
                 lin.weight.set_requires_grad(false);
-                lin.quantize(*quantize, p + s.name);
+                if (rng) lin.quantize(*quantize, p + s.name);
+                else lin.weight.impl().storage.reset();   // no values yet: the loader sets the blocks
             }
         }
     }
@@ -142,6 +150,31 @@ void GPT::quantize(QType type) {
         todo.push_back({name, lin});
     }
     for (auto& [name, lin] : todo) lin->quantize(type, name);
+}
+
+std::optional<QType> GPT::quantized_as() {
+    std::optional<QType> type;
+    for (auto& [name, lin] : linears()) {
+        if (!lin->quantized()) continue;
+        ENGINE_CHECK(!type || *type == lin->qweight->type, ValueError, "{} is {} but another block Linear is {}", name,
+                     qtype_name(lin->qweight->type), qtype_name(*type));
+        type = lin->qweight->type;
+    }
+    return type;
+}
+
+void GPT::dequantize() {
+    for (auto& [name, lin] : linears()) lin->dequantize();
+}
+
+Linear* GPT::linear_of(const std::string& param_name) {
+    const std::string suffix = ".weight";
+    if (param_name.size() <= suffix.size() || param_name.compare(param_name.size() - suffix.size(), suffix.size(), suffix))
+        return nullptr;
+    const std::string module = param_name.substr(0, param_name.size() - suffix.size());
+    for (auto& [name, lin] : linears())
+        if (name == module) return lin;
+    return nullptr;
 }
 
 std::vector<std::pair<std::string, Linear*>> GPT::linears() {

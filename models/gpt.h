@@ -124,6 +124,9 @@ public:
     // `quantize` set: every block Linear's weight is frozen and stored quantised as soon as it is
     // initialised (quantize() below), so the float32 weights never exist all at once.
     GPT(const GPTConfig& config, Rng& init_rng, std::optional<QType> quantize = std::nullopt);
+    // Every weight zero, nothing drawn at random: for a loader to fill (models/checkpoint.h). With
+    // `quantize`, the block Linears hold neither floats nor blocks until the loader sets them.
+    explicit GPT(const GPTConfig& config, std::optional<QType> quantize = std::nullopt);
     GPT(const GPT&) = delete;
     GPT& operator=(const GPT&) = delete;
 
@@ -143,6 +146,13 @@ public:
     // copy (modules_to_save) keeps its float32 weight. The token embedding (also the tied LM head),
     // positions and LayerNorms stay float32, as HF keeps embeddings and the head in 16/32 bits.
     void quantize(QType type);
+    // The format every quantised block Linear shares, nothing if none is quantised (ValueError if
+    // they differ). dequantize(): every block Linear float32 again (the dequantised values).
+    std::optional<QType> quantized_as();
+    void dequantize();
+    // The block Linear whose weight is the parameter `param_name` ("transformer.h.0.attn.c_attn.weight"),
+    // else nullptr.
+    Linear* linear_of(const std::string& param_name);
     // Every Linear with its dotted module name ("transformer.h.0.attn.q_proj"), in order.
     std::vector<std::pair<std::string, Linear*>> linears();
     // Sample max_new tokens after `prompt` (no grad). temperature 0 = greedy; top_k 0 = all.
@@ -158,6 +168,7 @@ public:
     std::vector<float> decode(const std::vector<int32_t>& ids, KVCache& cache);
 
 private:
+    void build(Rng* init_rng, std::optional<QType> quantize);   // init_rng null: zeros
     // q, k, v (B,T,C) of layer l from its LayerNorm'd input: three Linears or the fused c_attn.
     std::array<Tensor, 3> project_qkv(int64_t l, const Tensor& x);
     Tensor block(int64_t l, Tensor x, const std::pair<Tensor, Tensor>& prefix, bool training);

@@ -109,15 +109,14 @@ void transpose(const float* src, int64_t rows, int64_t cols, float* dst) {   // 
 
 }  // namespace
 
-std::unique_ptr<GPT> load_hf_gpt2_model(const std::string& dir) {
+std::unique_ptr<GPT> load_hf_gpt2_model(const std::string& dir, std::optional<QType> quantize) {
     const GPTConfig cfg = read_hf_gpt2_config(dir + "/config.json");
     const std::string file = dir + "/model.safetensors";
     SafeTensorsFile st(file);
 
     // Which key style: the hub's "h.0...." or save_pretrained's "transformer.h.0....".
     const std::string prefix = st.find("transformer.wte.weight") ? "transformer." : "";
-    Rng rng(0);
-    auto model = std::make_unique<GPT>(cfg, rng);
+    auto model = std::make_unique<GPT>(cfg, quantize);   // zeros until read
     const std::vector<HfName> names = hf_names(*model);
 
     // Check every name, shape and dtype before reading a single weight.
@@ -150,22 +149,22 @@ std::unique_ptr<GPT> load_hf_gpt2_model(const std::string& dir) {
         throw FileError(msg);
     }
 
-    // Tensor by tensor into the model's own storage; a Conv1D weight through one buffer of its size.
+    // Tensor by tensor into the model's own storage (or, quantising, its blocks); a Conv1D weight
+    // through one buffer of its size.
     std::vector<float> buf;
+    LinearLoader load{*model, quantize, {}};
     for (size_t i = 0; i < names.size(); i++) {
         Tensor& p = model->params.get(names[i].ours);
         const TensorInfo& t = *found[i];
+        float* dst = load.destination(names[i].ours, p);
         if (names[i].conv1d) {
             buf.resize(size_t(p.numel()));
             st.read_f32(t, buf.data());
-            transpose(buf.data(), t.shape.dims[0], t.shape.dims[1], p.data());
+            transpose(buf.data(), t.shape.dims[0], t.shape.dims[1], dst);
         } else {
-            st.read_f32(t, p.data());
+            st.read_f32(t, dst);
         }
-        const float* d = p.data();
-        for (int64_t k = 0; k < p.numel(); k++)
-            ENGINE_CHECK(std::isfinite(d[k]), FileError, "{}: tensor '{}' holds a non-finite value at index {}", file,
-                         t.name, k);
+        load.store(names[i].ours, p, dst, file, t.name);
     }
     if (lm_head) {   // tied: it must be wte, compared a block of rows at a time
         const Tensor& wte = model->wte.weight;
@@ -182,7 +181,7 @@ std::unique_ptr<GPT> load_hf_gpt2_model(const std::string& dir) {
     return model;
 }
 
-Checkpoint load_hf_gpt2(const std::string& dir) {
+Checkpoint load_hf_gpt2(const std::string& dir, std::optional<QType> quantize) {
     ENGINE_CHECK(Bpe::folder_has_files(dir), FileError,
                  "{}: no tokenizer: the folder needs vocab.json + merges.txt (or encoder.json + vocab.bpe)", dir);
     const GPTConfig cfg = read_hf_gpt2_config(dir + "/config.json");
@@ -193,7 +192,7 @@ Checkpoint load_hf_gpt2(const std::string& dir) {
     } catch (const ValueError& e) {
         throw FileError(e.what());
     }
-    ck.model = load_hf_gpt2_model(dir);
+    ck.model = load_hf_gpt2_model(dir, quantize);
     return ck;
 }
 
@@ -285,14 +284,14 @@ void export_hf_gpt2(const std::string& dir, const GPT& model, const Tokenizer& t
     plain("transformer.ln_f.weight");
     plain("transformer.ln_f.bias");
 
-    std::vector<std::pair<std::string, Shape>> shapes;
+    std::vector<StreamedTensor> shapes;
     for (const Out& o : outs) shapes.push_back({o.name, o.shape});
     // A Linear whose wrap is set (an adapter still attached) would not be what is written: the
     // caller merges first, so the weights are the whole model.
     for (auto& [name, lin] : m.linears())
         ENGINE_CHECK(!lin->wrap, ValueError, "export: '{}' still has an adapter attached; merge it first", name);
     save_safetensors_streamed(dir + "/model.safetensors", shapes,
-                              [&](size_t i, float* dst) { outs[i].fill(dst); }, {{"format", "pt"}});
+                              [&](size_t i, void* dst) { outs[i].fill(static_cast<float*>(dst)); }, {{"format", "pt"}});
     atomic_write_file(dir + "/config.json", cfg.dump(2) + "\n");
     if (const Bpe* bpe = tok.bpe_model()) {   // GPT2Tokenizer.from_pretrained reads these two
         atomic_write_file(dir + "/vocab.json", bpe->vocab_json());

@@ -39,12 +39,13 @@ bool is_hf_folder(const std::string& path);
 GPTConfig read_hf_gpt2_config(const std::string& config_path);
 
 // The folder's model alone (config.json + model.safetensors). FileError naming the file and
-// the fault; nothing is returned half-loaded.
-std::unique_ptr<GPT> load_hf_gpt2_model(const std::string& dir);
+// the fault; nothing is returned half-loaded. `quantize`: each block Linear's weight is
+// quantised as soon as it is read (load_checkpoint, models/checkpoint.h).
+std::unique_ptr<GPT> load_hf_gpt2_model(const std::string& dir, std::optional<QType> quantize = std::nullopt);
 
 // The model and its tokenizer (vocab.json + merges.txt, or encoder.json + vocab.bpe), checked to
 // fit the embedding before any weight is read. What load_checkpoint returns for a folder.
-Checkpoint load_hf_gpt2(const std::string& dir);
+Checkpoint load_hf_gpt2(const std::string& dir, std::optional<QType> quantize = std::nullopt);
 
 // Writes config.json, model.safetensors ("transformer."-prefixed keys, F32, Conv1D layout) and,
 // for a BPE tokenizer, vocab.json + merges.txt into `dir` (created if needed), each file

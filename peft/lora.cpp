@@ -197,6 +197,10 @@ public:
         : MergeableMethod(model), cfg_(c), dropout_rng_(&model.dropout_rng) {
         auto matched = resolve_targets(c.targets, model);   // first: a bad name changes nothing
         const std::string kind = c.init_kind();
+        // PiSSA / OLoRA rewrite W. Over a quantised base they start, as HF's do over a 4-bit one, from
+        // its dequantised values; GPT::quantize stores the residual in blocks again afterwards.
+        if (lora_init_mutates_base(kind))
+            for (auto& [name, lin] : matched) lin->dequantize();
         std::vector<LoraInit> inits;   // all computed before anything changes (PiSSA can refuse an r)
         for (auto& [name, lin] : matched) {
             try {

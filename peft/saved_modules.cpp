@@ -10,6 +10,7 @@ namespace {
 struct ParamSlot {
     std::string module, param;   // "transformer.ln_f", "weight"
     Tensor* field;
+    Linear* lin = nullptr;       // a block Linear's weight: its Linear (which may be quantised)
 };
 
 // Every parameter of the GPT with the member that holds it, by module.
@@ -26,7 +27,7 @@ std::vector<ParamSlot> param_slots(GPT& m) {
         ln(fmt::format("transformer.h.{}.ln_2", l), m.h[l].ln_2);
     }
     for (auto& [name, lin] : m.linears()) {
-        out.push_back({name, "weight", &lin->weight});
+        out.push_back({name, "weight", &lin->weight, lin});
         if (lin->bias.defined()) out.push_back({name, "bias", &lin->bias});
     }
     ln("transformer.ln_f", m.ln_f);
@@ -68,6 +69,9 @@ struct Shaped {
 
 void SavedModules::attach(const Targeting& t, GPT& model, const std::vector<std::string>& adapted, ParamList& params) {
     for (const ParamSlot& s : chosen(param_slots(model), t, adapted)) {
+        // A quantised weight trains as a float32 copy of its dequantised values, and the module
+        // keeps that float32 original beside it (for unmerge, and as the inactive weight).
+        if (s.lin) s.lin->dequantize();
         Tensor copy = s.field->clone(Mem::Params);
         params.add(fmt::format("base_model.model.{}.{}", s.module, s.param), copy);
         slots_.push_back({s.field, *s.field, copy, Tensor()});

@@ -2,6 +2,7 @@
 // trains over a quantised base, eval, generate, forward and bench run over one, and each bad
 // input is one error line with nothing written.
 #include <cmath>
+#include <fstream>
 #include "cli_helpers.h"
 
 namespace {
@@ -65,4 +66,55 @@ TEST_CASE("cli: --quantize refuses an unknown format, full fine-tuning and width
         expect_error(c.args, c.fragment);
         for (const char* out : {"q_bad", "q_full", "q_16", "q_nf4.safetensors"}) CHECK_FALSE(fs::exists(ws().dir + "/" + out));
     }
+}
+
+TEST_CASE("cli: peft quantize writes the blocks once; every command loads them as they are, equal to --quantize at load") {
+    const Run q = ok("quantize --model " + base32() + " --quantize q4_0 --out base32_q4.safetensors --threads 1");
+    CHECK(q.out.find("as q4_0") != std::string::npos);
+    CHECK(fs::file_size(ws().dir + "/base32_q4.safetensors") < fs::file_size(ws().dir + "/" + base32()));
+    CHECK(ok("inspect base32_q4.safetensors --threads 1").out.find("U8 [128, 18]") != std::string::npos);   // fc_in's blocks
+    const std::string eval = " --data t.tsv --eval_iters 2 --accuracy_examples 3 --json --threads 1";
+    const double at_load = last_json(ok("eval --model " + base32() + " --quantize q4_0" + eval))["val_loss"];
+    CHECK(last_json(ok("eval --model base32_q4.safetensors" + eval))["val_loss"] == at_load);
+    CHECK(last_json(ok("eval --model base32_q4.safetensors --quantize q4_0" + eval))["val_loss"] == at_load);
+
+    // LoRA (and PiSSA, which starts from the dequantised weights and stores its residual in blocks
+    // again) trains over it with no --quantize; the blocks are counted as stored.
+    const nlohmann::json t = last_json(ok("train --base base32_q4.safetensors --method lora --data t.tsv --out q4lora "
+                                          "--steps 2 --json " + std::string(kQuick)));
+    CHECK(t["peak_quantized_bytes"] == 12288 / 32 * 18);
+    ok("train --base base32_q4.safetensors --method lora --init_lora_weights pissa --data t.tsv --out q4pissa --steps 2 " +
+       std::string(kQuick));
+    std::ofstream(ws().dir + "/save_fc.json") << R"({"r": 4, "target_modules": ["q_proj"], "modules_to_save": ["fc_in"]})";
+    ok("train --base base32_q4.safetensors --method lora --method_config save_fc.json --data t.tsv --out q4save --steps 2 " +
+       std::string(kQuick));
+
+    // Written where float32 weights belong, the base is dequantised and a note says so.
+    const Run m = ok("merge --model base32_q4.safetensors --adapter q4lora --out q4merged.safetensors --threads 1");
+    CHECK(m.err.find("note: the base is quantised (q4_0); the merged checkpoint holds its dequantised float32 weights") !=
+          std::string::npos);
+    CHECK(ok("inspect q4merged.safetensors --threads 1").out.find("U8") == std::string::npos);
+    const Run e = ok("export --model base32_q4.safetensors --out q4export --threads 1");
+    CHECK(e.err.find("the GPT-2 folder holds its dequantised float32 weights") != std::string::npos);
+}
+
+TEST_CASE("cli: peft quantize and a quantised base refuse what they cannot do, one line, nothing written") {
+    ok("quantize --model " + base32() + " --quantize q8_0 --out base32_q8.safetensors --threads 1");
+    const std::string before = slurp(ws().dir + "/base32_q8.safetensors");
+    struct Case { std::string args, fragment; };
+    const Case cases[] = {
+        {"quantize --model " + base32() + " --out q_none.safetensors --threads 1", "--quantize is required"},
+        {"quantize --model " + base32() + " --quantize q5 --out q_none.safetensors --threads 1", "'q5' is not a known format"},
+        {"quantize --model base32_q8.safetensors --quantize q8_0 --out base32_q8.safetensors --threads 1", "is an input of this command"},
+        {"quantize --model base32_q8.safetensors --quantize nf4 --out q_none.safetensors --threads 1",
+         "holds q8_0 blocks: --quantize nf4 would quantise them again"},
+        {"train --base base32_q8.safetensors --method full --data t.tsv --out q_none --steps 1 " + std::string(kQuick),
+         "is quantised (q8_0), and quantised weights cannot train"},
+    };
+    for (const Case& c : cases) {
+        expect_error(c.args, c.fragment);
+        CHECK_FALSE(fs::exists(ws().dir + "/q_none.safetensors"));
+        CHECK_FALSE(fs::exists(ws().dir + "/q_none"));
+    }
+    CHECK(slurp(ws().dir + "/base32_q8.safetensors") == before);
 }

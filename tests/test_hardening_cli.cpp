@@ -242,7 +242,7 @@ TEST_CASE("issue item 13: help shows LoRA's defaults and compare's --lr without 
     // every subcommand takes --threads, as the README says
     const std::string top = peft("--help").out;
     for (const char* sub : {"train", "generate", "eval", "forward", "merge", "inspect", "bench-engine", "gen-data", "bench",
-                            "compare", "combine", "bench-mixed", "tokenize", "export", "status"}) {
+                            "compare", "combine", "bench-mixed", "tokenize", "export", "status", "quantize"}) {
         CAPTURE(sub);
         CHECK(top.find(std::string("  ") + sub + " ") != std::string::npos);   // the list is complete
         CHECK(peft(std::string(sub) + " --help").out.find("--threads") != std::string::npos);

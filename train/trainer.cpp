@@ -48,7 +48,7 @@ Trainer::Trainer(GPT& model, ParamList& trainable, const TrainData& data, const 
     for (int64_t s = 0; s < cfg_.data_streams; s++) data_rngs_.emplace_back(stream_seed(cfg.seed, first_stream_ + s));
     model_.dropout_rng.reseed(stream_seed(cfg.seed + 1, dist::rank()));
     T_ = data_block(model, data, cfg.block);
-    check_same_start(model_.params, trainable_);
+    check_same_start(model_, trainable_);
 }
 
 Batch Trainer::draw_batch() {
