@@ -20,10 +20,12 @@
 //
 // Note [Dequantise by panel]
 // OpenBLAS has no int8 or 4-bit GEMM. So quant_linear turns a panel of W's rows back into float32
-// in one buffer of at most 1 MiB, reused, and runs the same sgemm on it, panel after panel:
-// forward y[:, panel] = x panelᵀ (+ b), backward dx += dy[:, panel] panel. The whole float32 W never
-// exists; dequantising is O(out·in) a pass against the GEMM's O(rows·out·in). One row (a generated
-// token) goes the same way: gemm turns each panel's product into sgemv (engine/blas.cpp).
+// in one buffer (at most 16 MiB, or 1 MiB for a few rows of x), reused, and runs the same sgemm on
+// it, panel after panel:
+// forward y[:, panel] = x panelᵀ (+ b), backward dx += dy[:, panel] panel. Only one Linear's panel
+// is float32 at a time, never the model's weights; dequantising is O(out·in) a pass against the
+// GEMM's O(rows·out·in). One row (a generated token) goes the same way: gemm turns each panel's
+// product into sgemv (engine/blas.cpp).
 // The plain version, reference::quant_linear, dequantises all of W and calls linear() (tested equal).
 #pragma once
 #include <array>

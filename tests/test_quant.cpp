@@ -139,12 +139,13 @@ TEST_CASE("quant: the nf4 levels are QLoRA's: N(0,1) quantiles at 8 positive and
 
 TEST_CASE("quant: quant_linear equals linear on the dequantised weight (forward, dx, db); the plain version too") {
     Rng rng(3);
-    // 4096 columns: panels of 64 rows, so 70 rows make a full panel and a ragged one
+    // 4096 columns: for x of few rows, panels of 64 rows, so 70 rows make a full panel and a ragged
+    // one; for x of 64 rows or more, one panel of all 70
     for (QType t : kTypes) {
         CAPTURE(std::string(qtype_name(t)));
         const QWeight q = QWeight::quantize(weights(rng, 70, 4096), t, "W");
         const Tensor D = q.dequantize();
-        for (const Shape& xs : {Shape{3, 5, 4096}, Shape{1, 4096}}) {   // many rows, and one (sgemv)
+        for (const Shape& xs : {Shape{3, 5, 4096}, Shape{1, 4096}, Shape{4, 16, 4096}}) {   // few rows, one (sgemv), many
             Tensor x = Tensor::randn(xs, rng).set_requires_grad(true), b = param({70}, rng);
             const Tensor Rx = Tensor::randn(xs.with_back(70), rng);
             auto run = [&](auto op) {
