@@ -214,20 +214,60 @@ Tensor GPT::attention(int64_t l, const Tensor& x, const std::pair<Tensor, Tensor
 }
 
 // x: (B,T,C) -> (B,T,C). fc_in -> GELU -> fc_out (gpt2: c_fc -> GELU -> c_proj).
-Tensor GPT::mlp(int64_t l, const Tensor& x, bool training) {
-    MLP& m = h[size_t(l)].mlp;
-    return dropout(m.fc_out(gelu(m.fc_in(x))), config.dropout, training, dropout_rng);
+// One pre-LayerNorm block, x: (B,T,C) -> (B,T,C): x1 = x + attn(ln_1(x)), then x1 + mlp(ln_2(x1)),
+// where mlp(y) = dropout(fc_out(g)), g = gelu(fc_in(y)); adapters act on each sub-layer's output
+// (seam 2). In three parts, so that checkpointing can cut the block between them (hidden()).
+Tensor GPT::attn_residual(int64_t l, const Tensor& x, const std::pair<Tensor, Tensor>& prefix, bool training) {
+    Tensor f = attention(l, h[size_t(l)].ln_1(x), prefix, training);
+    if (hooks) f = hooks->block_output(Site::Attn, l, f);      // seam 2
+    return add(x, f);
 }
 
-// x: (B,T,C) -> (B,T,C). One pre-LayerNorm block: x + attn(ln_1(x)), then + mlp(ln_2(·)); adapters (seam 2).
-Tensor GPT::block(int64_t l, Tensor x, const std::pair<Tensor, Tensor>& prefix, bool training) {
+Tensor GPT::mlp_hidden(int64_t l, const Tensor& x1) {   // g = gelu(fc_in(ln_2(x1))): (B,T,4C)
     Block& b = h[size_t(l)];
-    Tensor f = attention(l, b.ln_1(x), prefix, training);
-    if (hooks) f = hooks->block_output(Site::Attn, l, f);      // seam 2
-    x = add(x, f);
-    Tensor m = mlp(l, b.ln_2(x), training);
+    return gelu(b.mlp.fc_in(b.ln_2(x1)));
+}
+
+Tensor GPT::mlp_residual(int64_t l, const Tensor& x1, const Tensor& g, bool training) {
+    Tensor m = dropout(h[size_t(l)].mlp.fc_out(g), config.dropout, training, dropout_rng);
     if (hooks) m = hooks->block_output(Site::Mlp, l, m);
-    return add(x, m);
+    return add(x1, m);
+}
+
+Tensor GPT::block(int64_t l, const Tensor& x, const std::pair<Tensor, Tensor>& prefix, bool training) {
+    const Tensor x1 = attn_residual(l, x, prefix, training);
+    return mlp_residual(l, x1, mlp_hidden(l, x1), training);
+}
+
+// Note [Gradient checkpointing] (engine/autograd.h): fn's region keeps only its inputs and runs
+// again in backward. The replay must draw the same dropout masks: it starts the stream where this
+// forward did, and then puts it back where it was, so the replay leaves the stream as it found it.
+Tensor GPT::replayed(const std::function<Tensor()>& fn) {
+    auto again = std::make_shared<bool>(false);
+    return checkpoint([this, fn, at_start = dropout_rng, again] {
+        const Rng now = dropout_rng;
+        dropout_rng = at_start;
+        Tensor y = fn();
+        if (*again) dropout_rng = now;
+        *again = true;
+        return y;
+    });
+}
+
+// A checkpointed block is two regions: the attention sub-layer (x -> x1) and the MLP up to its
+// GELU (x1 -> g). fc_out then runs outside them when its backward needs nothing but W (a frozen
+// base Linear no method wraps: dx = dy W keeps no activation), so backward never recomputes the
+// block's last GEMM, whose output it does not read: a third of the block's GEMM work at GPT-2's
+// shapes. Otherwise (fc_out trains, or a method wraps it) the whole MLP sub-layer is the second
+// region. Kept per block: x and x1.
+Tensor GPT::checkpointed_block(int64_t l, const Tensor& x, const std::pair<Tensor, Tensor>& prefix, bool training) {
+    const Tensor x1 = replayed([this, l, x, prefix, training] { return attn_residual(l, x, prefix, training); });
+    const Linear& fc_out = h[size_t(l)].mlp.fc_out;
+    if (!fc_out.wrap && !fc_out.weight.requires_grad()) {
+        const Tensor g = replayed([this, l, x1] { return mlp_hidden(l, x1); });
+        return mlp_residual(l, x1, g, training);
+    }
+    return replayed([this, l, x1, training] { return mlp_residual(l, x1, mlp_hidden(l, x1), training); });
 }
 
 Tensor GPT::hidden(const Tensor& ids, bool training) {
@@ -252,22 +292,8 @@ Tensor GPT::hidden(const Tensor& ids, bool training) {
 
     for (int64_t l = 0; l < config.n_layer; l++) {
         std::pair<Tensor, Tensor> prefix = Pp > 0 ? hooks->prefix_kv(l, B) : std::pair<Tensor, Tensor>();   // seam 3
-        if (!(gradient_checkpointing && training && GradMode::enabled())) {
-            x = block(l, x, prefix, training);
-            continue;
-        }
-        // Note [Gradient checkpointing] (engine/autograd.h): keep x, run the block again in backward.
-        // The replay must draw the same dropout masks: it starts the stream where this forward did,
-        // and then puts it back where it was, so the replay leaves the stream as it found it.
-        auto replayed = std::make_shared<bool>(false);
-        x = checkpoint([this, l, x, prefix, training, at_start = dropout_rng, replayed] {
-            const Rng now = dropout_rng;
-            dropout_rng = at_start;
-            Tensor y = block(l, x, prefix, training);
-            if (*replayed) dropout_rng = now;
-            *replayed = true;
-            return y;
-        });
+        x = gradient_checkpointing && training && GradMode::enabled() ? checkpointed_block(l, x, prefix, training)
+                                                                       : block(l, x, prefix, training);
     }
     x = ln_f(x);
     if (Pv > 0) x = slice_seq(x, Pv, T);                           // the real tokens only

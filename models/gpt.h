@@ -171,7 +171,11 @@ private:
     void build(Rng* init_rng, std::optional<QType> quantize);   // init_rng null: zeros
     // q, k, v (B,T,C) of layer l from its LayerNorm'd input: three Linears or the fused c_attn.
     std::array<Tensor, 3> project_qkv(int64_t l, const Tensor& x);
-    Tensor block(int64_t l, Tensor x, const std::pair<Tensor, Tensor>& prefix, bool training);
+    Tensor block(int64_t l, const Tensor& x, const std::pair<Tensor, Tensor>& prefix, bool training);
+    Tensor attn_residual(int64_t l, const Tensor& x, const std::pair<Tensor, Tensor>& prefix, bool training);
+    Tensor mlp_hidden(int64_t l, const Tensor& x1);
+    Tensor mlp_residual(int64_t l, const Tensor& x1, const Tensor& g, bool training);
     Tensor attention(int64_t l, const Tensor& x, const std::pair<Tensor, Tensor>& prefix, bool training);
-    Tensor mlp(int64_t l, const Tensor& x, bool training);
+    Tensor replayed(const std::function<Tensor()>& fn);
+    Tensor checkpointed_block(int64_t l, const Tensor& x, const std::pair<Tensor, Tensor>& prefix, bool training);
 };

@@ -2,6 +2,7 @@
 // fine-tuning and every method (dropout on, so the masks must be replayed), less memory kept.
 #include "peft_helpers.h"
 #include "engine/memory.h"
+#include "engine/profile_hook.h"
 
 TEST_SUITE("checkpointing") {
 
@@ -80,6 +81,38 @@ TEST_CASE("checkpointing: the activations kept for backward shrink to the blocks
     const json lora = {{"peft_type", "LORA"}, {"r", 4}};
     const StepResult plain = step(&lora, false), ckpt = step(&lora, true);
     CHECK(ckpt.peak_saved < plain.peak_saved / 2);
+}
+
+// Counts the ops an engine call records (forward work, replays included), by name.
+struct OpCounter : ProfileHook {
+    std::map<std::string, int> forward;
+    void op(const char* name, Phase phase) override {
+        if (phase == Forward) forward[name]++;
+    }
+    void gemm_flop(double) override {}
+};
+
+static std::map<std::string, int> ops_of_step(const json& config, bool checkpointing) {
+    OpCounter counter;
+    profile_hook = &counter;
+    step(&config, checkpointing);
+    profile_hook = nullptr;
+    return counter.forward;
+}
+
+TEST_CASE("checkpointing: backward replays each block but the frozen, unwrapped fc_out, whose output it never reads") {
+    const int64_t L = lesson_config().n_layer;
+    // LoRA on q and v: k, o, fc_in and fc_out are plain frozen Linears; the replay runs k, o and fc_in.
+    const json lora = {{"peft_type", "LORA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj"}}};
+    const auto plain = ops_of_step(lora, false), ckpt = ops_of_step(lora, true);
+    CHECK(plain.at("linear") == 4 * L);   // (the LM head is linear_cross_entropy's)
+    CHECK(ckpt.at("linear") - plain.at("linear") == 3 * L);
+    CHECK(ckpt.at("gelu") - plain.at("gelu") == L);
+    // IA3 wraps fc_out (its feed-forward scaling): then the whole MLP runs again, fc_out included.
+    const json ia3 = {{"peft_type", "IA3"}};
+    const auto ia3_plain = ops_of_step(ia3, false), ia3_ckpt = ops_of_step(ia3, true);
+    CHECK(ia3_plain.at("linear") == 6 * L);
+    CHECK(ia3_ckpt.at("linear") - ia3_plain.at("linear") == 6 * L);
 }
 
 TEST_CASE("checkpointing: off in evaluation and without grad mode: the same logits") {
