@@ -228,8 +228,9 @@ Tensor GPT::mlp_hidden(int64_t l, const Tensor& x1) {   // g = gelu(fc_in(ln_2(x
     return gelu(b.mlp.fc_in(b.ln_2(x1)));
 }
 
-Tensor GPT::mlp_residual(int64_t l, const Tensor& x1, const Tensor& g, bool training) {
+Tensor GPT::mlp_residual(int64_t l, const Tensor& x1, Tensor g, bool training) {
     Tensor m = dropout(h[size_t(l)].mlp.fc_out(g), config.dropout, training, dropout_rng);
+    g = Tensor();   // (B,T,4C) floats: gone before the adapter and the add allocate
     if (hooks) m = hooks->block_output(Site::Mlp, l, m);
     return add(x1, m);
 }
@@ -263,10 +264,8 @@ Tensor GPT::replayed(const std::function<Tensor()>& fn) {
 Tensor GPT::checkpointed_block(int64_t l, const Tensor& x, const std::pair<Tensor, Tensor>& prefix, bool training) {
     const Tensor x1 = replayed([this, l, x, prefix, training] { return attn_residual(l, x, prefix, training); });
     const Linear& fc_out = h[size_t(l)].mlp.fc_out;
-    if (!fc_out.wrap && !fc_out.weight.requires_grad()) {
-        const Tensor g = replayed([this, l, x1] { return mlp_hidden(l, x1); });
-        return mlp_residual(l, x1, g, training);
-    }
+    if (!fc_out.wrap && !fc_out.weight.requires_grad())
+        return mlp_residual(l, x1, replayed([this, l, x1] { return mlp_hidden(l, x1); }), training);
     return replayed([this, l, x1, training] { return mlp_residual(l, x1, mlp_hidden(l, x1), training); });
 }
 

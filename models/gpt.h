@@ -174,7 +174,7 @@ private:
     Tensor block(int64_t l, const Tensor& x, const std::pair<Tensor, Tensor>& prefix, bool training);
     Tensor attn_residual(int64_t l, const Tensor& x, const std::pair<Tensor, Tensor>& prefix, bool training);
     Tensor mlp_hidden(int64_t l, const Tensor& x1);
-    Tensor mlp_residual(int64_t l, const Tensor& x1, const Tensor& g, bool training);
+    Tensor mlp_residual(int64_t l, const Tensor& x1, Tensor g, bool training);
     Tensor attention(int64_t l, const Tensor& x, const std::pair<Tensor, Tensor>& prefix, bool training);
     Tensor replayed(const std::function<Tensor()>& fn);
     Tensor checkpointed_block(int64_t l, const Tensor& x, const std::pair<Tensor, Tensor>& prefix, bool training);
