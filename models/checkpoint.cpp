@@ -34,6 +34,9 @@ void save_checkpoint(const std::string& path, const GPT& model, const Tokenizer&
     std::vector<const Linear*> blocks;   // per tensor: the quantised Linear whose blocks it is, or null
     for (const Param& p : model.params.all()) {
         const Linear* lin = m.linear_of(p.name);
+        ENGINE_CHECK(!lin || !q || lin->quantized(), ValueError,
+                     "{}: not saved: '{}' is float32 while the other block Linears are {}; quantize() or dequantize() "
+                     "the whole model first", path, p.name, qtype_name(*q));
         if (lin && lin->quantized()) {
             specs.push_back({p.name, QWeight::stored_shape(lin->qweight->type, lin->out, lin->in, p.name), true});
             blocks.push_back(lin);

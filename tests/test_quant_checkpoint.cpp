@@ -205,6 +205,15 @@ TEST_CASE("quant checkpoint: blocks that do not fit the config, NaN or Inf scale
                          doctest::Contains("tensor 'transformer.h.0.mlp.fc_in.weight' is U8[256, 36] but the config needs F32[256, 64]"),
                          FileError);
 
+    // A model half quantised (a Linear dequantised again) is not saved: its file could not be read back.
+    auto half = wide_model();
+    half->quantize(QType::Q4_0);
+    half->linears()[2].second->dequantize();
+    CHECK_THROWS_WITH_AS(save_checkpoint(tmp / "half.safetensors", *half, tok),
+                         doctest::Contains("'transformer.h.0.attn.v_proj.weight' is float32 while the other block Linears are q4_0"),
+                         ValueError);
+    CHECK_FALSE(std::filesystem::exists(tmp / "half.safetensors"));
+
     // An adapter never holds blocks: a U8 tensor in one is refused by name.
     auto base = wide_model();
     Rng r(1);
