@@ -60,11 +60,11 @@ SafeTensors parse_safetensors(const std::string& bytes, const std::string& name_
 // ---- large files, one tensor at a time
 //
 // A model file is read without a second copy of the weights in memory: SafeTensorsFile reads
-// and checks only the header when opened (every rule above; dtypes F32, F16, BF16 and U8), and
+// and checks only the header when opened (every rule above; dtypes F32, I32, F16, BF16 and U8), and
 // then one tensor (or a block of its rows) at a time into a float buffer the caller owns.
 // F16 and BF16 widen to float exactly (every 16-bit value is a float).
 struct TensorInfo {
-    std::string name, dtype;   // dtype "F32", "F16", "BF16" or "U8" (quantised blocks, engine/quant.h)
+    std::string name, dtype;   // "F32", "F16", "BF16" (read as floats), "U8" (quantised blocks, engine/quant.h) or "I32"
     Shape shape;
     uint64_t begin, end;       // byte offsets into the data buffer
 };

@@ -10,8 +10,16 @@ void check_finite(const float* v, int64_t n, const std::string& file, const std:
         ENGINE_CHECK(std::isfinite(v[i]), FileError, "{}: tensor '{}' holds a non-finite value at index {}", file, tensor, i);
 }
 
-float* LinearLoader::destination(const std::string& name, Tensor& param) {
-    if (!quantize || !model.linear_of(name)) return param.data();
+void refuse_problems(const std::string& header, const std::vector<std::string>& problems) {
+    if (problems.empty()) return;
+    std::string msg = header;
+    for (size_t i = 0; i < problems.size() && i < 10; i++) msg += "\n  " + problems[i];
+    if (problems.size() > 10) msg += fmt::format("\n  ... and {} more", problems.size() - 10);
+    throw FileError(msg);
+}
+
+float* LinearLoader::destination(Linear* lin, Tensor& param) {
+    if (!quantize || !lin) return param.data();
     if (!buf.defined() || buf.numel() != param.numel()) {   // one float32 block weight at a time
         buf = Tensor();
         buf = Tensor::empty(param.shape());
@@ -19,11 +27,11 @@ float* LinearLoader::destination(const std::string& name, Tensor& param) {
     return buf.data();
 }
 
-void LinearLoader::store(const std::string& name, Tensor& param, const float* values, const std::string& file,
+void LinearLoader::store(Linear* lin, Tensor& param, const float* values, const std::string& file,
                          const std::string& tensor) {
     check_finite(values, param.numel(), file, tensor);
-    if (!buf.defined() || values != buf.data()) return;   // read straight into the parameter
-    model.linear_of(name)->set_quantized(QWeight::quantize(buf.view_as(param.shape()), *quantize, tensor));
+    if (!quantize || !lin) return;   // read straight into the parameter
+    lin->set_quantized(QWeight::quantize(buf.view_as(param.shape()), *quantize, tensor));
 }
 
 void save_checkpoint(const std::string& path, const GPT& model, const Tokenizer& tok,
@@ -98,48 +106,44 @@ Checkpoint load_checkpoint(const std::string& path, std::optional<QType> quantiz
     // Every name, dtype and shape first, before reading a single value.
     std::vector<std::string> problems;
     std::vector<const TensorInfo*> found;
+    std::vector<Linear*> lins;   // per parameter: the block Linear whose weight it is, or null
     for (const Param& p : ck.model->params.all()) {
         const TensorInfo* t = st.find(p.name);
         found.push_back(t);
+        lins.push_back(ck.model->linear_of(p.name));
         if (!t) { problems.push_back(fmt::format("missing tensor '{}'", p.name)); continue; }
-        const bool blocks = stored && ck.model->linear_of(p.name);
+        const bool blocks = stored && lins.back();
         const Shape want = blocks ? QWeight::stored_shape(*stored, p.tensor.size(0), p.tensor.size(1), p.name) : p.tensor.shape();
         const std::string dtype = blocks ? "U8" : "F32";
         if (t->dtype != dtype || t->shape != want)
             problems.push_back(fmt::format("tensor '{}' is {}{} but the config needs {}{}{}", p.name, t->dtype,
                                            t->shape.str(), dtype, want.str(),
-                                           blocks ? fmt::format(" ({} blocks of {} [{}, {}])", qtype_name(*stored),
-                                                                "the weight", p.tensor.size(0), p.tensor.size(1))
+                                           blocks ? fmt::format(" ({} blocks of the weight [{}, {}])", qtype_name(*stored),
+                                                                p.tensor.size(0), p.tensor.size(1))
                                                   : ""));
     }
     for (const TensorInfo& t : st.tensors())
         if (!ck.model->params.find(t.name)) problems.push_back(fmt::format("unexpected tensor '{}'", t.name));
-    if (!problems.empty()) {
-        std::string msg = fmt::format("{}: checkpoint does not match its config:", path);
-        for (size_t i = 0; i < problems.size() && i < 10; i++) msg += "\n  " + problems[i];
-        if (problems.size() > 10) msg += fmt::format("\n  ... and {} more", problems.size() - 10);
-        throw FileError(msg);
-    }
+    refuse_problems(fmt::format("{}: checkpoint does not match its config:", path), problems);
 
     // Then one tensor at a time into the model: no second copy of the weights.
-    LinearLoader load{*ck.model, stored ? std::nullopt : quantize, {}};
+    LinearLoader load{stored ? std::nullopt : quantize, {}};
     const std::vector<Param>& all = ck.model->params.all();
     for (size_t i = 0; i < all.size(); i++) {
         Tensor p = all[i].tensor;
-        if (stored && ck.model->linear_of(all[i].name)) {
+        if (stored && lins[i]) {
             auto bytes = std::make_shared<Storage>(size_t(found[i]->end - found[i]->begin), Mem::Quantized);
             st.read_bytes(*found[i], bytes->data());
             try {
-                ck.model->linear_of(all[i].name)->set_quantized(
-                    QWeight::from_blocks(*stored, p.size(0), p.size(1), bytes, all[i].name));
+                lins[i]->set_quantized(QWeight::from_blocks(*stored, p.size(0), p.size(1), bytes, all[i].name));
             } catch (const NumericError& e) {
                 throw FileError(fmt::format("{}: {}", path, e.what()));
             }
             continue;
         }
-        float* dst = load.destination(all[i].name, p);
+        float* dst = load.destination(lins[i], p);
         st.read_f32(*found[i], dst);
-        load.store(all[i].name, p, dst, path, all[i].name);
+        load.store(lins[i], p, dst, path, all[i].name);
     }
     return ck;
 }

@@ -41,14 +41,14 @@ Checkpoint load_checkpoint(const std::string& path, std::optional<QType> quantiz
 
 // FileError "<file>: tensor 'name' holds a non-finite value at index i".
 void check_finite(const float* v, int64_t n, const std::string& file, const std::string& tensor);
+// A FileError of `header` and the first 10 problems, one a line, if there are any.
+void refuse_problems(const std::string& header, const std::vector<std::string>& problems);
 // Float32 values read from a file into the model's parameters, one tensor at a time: straight
-// into the parameter, or, for a block Linear's weight when `quantize` is set, through `buf` into
-// its blocks. destination() says where to read the values; store() checks them and puts them there.
+// into the parameter, or, for a block Linear's weight (`lin`) when `quantize` is set, through `buf`
+// into its blocks. destination() says where to read the values; store() checks them and puts them there.
 struct LinearLoader {
-    GPT& model;
     std::optional<QType> quantize;
     Tensor buf;
-    float* destination(const std::string& name, Tensor& param);
-    void store(const std::string& name, Tensor& param, const float* values, const std::string& file,
-               const std::string& tensor);
+    float* destination(Linear* lin, Tensor& param);
+    void store(Linear* lin, Tensor& param, const float* values, const std::string& file, const std::string& tensor);
 };

@@ -142,21 +142,17 @@ std::unique_ptr<GPT> load_hf_gpt2_model(const std::string& dir, std::optional<QT
     if (lm_head && lm_head->shape != Shape{cfg.vocab_size, cfg.n_embd})
         problems.push_back(fmt::format("tensor 'lm_head.weight' is {} but the tied head needs [{}, {}]",
                                        lm_head->shape.str(), cfg.vocab_size, cfg.n_embd));
-    if (!problems.empty()) {
-        std::string msg = fmt::format("{}: does not match {}/config.json:", file, dir);
-        for (size_t i = 0; i < problems.size() && i < 10; i++) msg += "\n  " + problems[i];
-        if (problems.size() > 10) msg += fmt::format("\n  ... and {} more", problems.size() - 10);
-        throw FileError(msg);
-    }
+    refuse_problems(fmt::format("{}: does not match {}/config.json:", file, dir), problems);
 
     // Tensor by tensor into the model's own storage (or, quantising, its blocks); a Conv1D weight
     // through one buffer of its size.
     std::vector<float> buf;
-    LinearLoader load{*model, quantize, {}};
+    LinearLoader load{quantize, {}};
     for (size_t i = 0; i < names.size(); i++) {
         Tensor& p = model->params.get(names[i].ours);
         const TensorInfo& t = *found[i];
-        float* dst = load.destination(names[i].ours, p);
+        Linear* lin = model->linear_of(names[i].ours);
+        float* dst = load.destination(lin, p);
         if (names[i].conv1d) {
             buf.resize(size_t(p.numel()));
             st.read_f32(t, buf.data());
@@ -164,7 +160,7 @@ std::unique_ptr<GPT> load_hf_gpt2_model(const std::string& dir, std::optional<QT
         } else {
             st.read_f32(t, dst);
         }
-        load.store(names[i].ours, p, dst, file, t.name);
+        load.store(lin, p, dst, file, t.name);
     }
     if (lm_head) {   // tied: it must be wte, compared a block of rows at a time
         const Tensor& wte = model->wte.weight;
