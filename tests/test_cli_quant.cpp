@@ -117,4 +117,9 @@ TEST_CASE("cli: peft quantize and a quantised base refuse what they cannot do, o
         CHECK_FALSE(fs::exists(ws().dir + "/q_none"));
     }
     CHECK(slurp(ws().dir + "/base32_q8.safetensors") == before);
+    // refused with --out an existing file that is not an input: that file stays as it was too
+    fs::copy_file(ws().dir + "/base32_q8.safetensors", ws().dir + "/q_old.safetensors", fs::copy_options::overwrite_existing);
+    expect_error("quantize --model base32_q8.safetensors --quantize nf4 --out q_old.safetensors --threads 1",
+                 "would quantise them again");
+    CHECK(slurp(ws().dir + "/q_old.safetensors") == before);
 }

@@ -6,6 +6,7 @@
 #include <cstring>
 #include "hf_helpers.h"
 #include "peft_helpers.h"
+#include "engine/fileio.h"
 #include "engine/half.h"
 #include "engine/memory.h"
 #include "engine/quant.h"
@@ -213,6 +214,9 @@ TEST_CASE("quant checkpoint: blocks that do not fit the config, NaN or Inf scale
                          doctest::Contains("'transformer.h.0.attn.v_proj.weight' is float32 while the other block Linears are q4_0"),
                          ValueError);
     CHECK_FALSE(std::filesystem::exists(tmp / "half.safetensors"));
+    const std::string before = read_file(tmp / "good.safetensors", size_t(1) << 30);   // over a file: it stays as it was
+    CHECK_THROWS_AS(save_checkpoint(tmp / "good.safetensors", *half, tok), ValueError);
+    CHECK(read_file(tmp / "good.safetensors", size_t(1) << 30) == before);
 
     // An adapter never holds blocks: a U8 tensor in one is refused by name.
     auto base = wide_model();
